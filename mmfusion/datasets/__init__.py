@@ -1,0 +1,1 @@
+"""Multimodal datasets: synthetic tasks and real data loaders."""

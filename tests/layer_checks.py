@@ -1,0 +1,106 @@
+"""Checks shared by the fusion-layer tests: every layer must pass all of them."""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def random_inputs(sizes, batch=4, seed=0, time_steps=None):
+    """One float32 array per modality: `(batch, d)` or `(batch, T, d)`."""
+    rng = np.random.default_rng(seed)
+    shape = (lambda d: (batch, d)) if time_steps is None else (lambda d: (batch, time_steps, d))
+    return [rng.normal(size=shape(d)).astype("float32") for d in sizes]
+
+
+def weights_by_name(layer):
+    """`{short weight name: numpy array}` for NumPy references."""
+    return {w.path.split("/")[-1]: keras.ops.convert_to_numpy(w) for w in layer.weights}
+
+
+def assert_save_load_identical(layer, inputs, tmp_path, presence=None):
+    """A model around `layer` saved as `.keras` reloads to identical outputs."""
+    tensors = [keras.Input(shape=x.shape[1:]) for x in inputs]
+    model_inputs = list(tensors)
+    kwargs = {}
+    if presence is not None:
+        p = keras.Input(shape=(len(inputs),))
+        model_inputs.append(p)
+        kwargs["presence"] = p
+    model = keras.Model(model_inputs, layer(tensors, **kwargs))
+    feeds = list(inputs) + ([presence] if presence is not None else [])
+    before = model.predict(feeds, verbose=0)
+    path = os.path.join(str(tmp_path), "model.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(reloaded.predict(feeds, verbose=0), before)
+    return reloaded
+
+
+def assert_every_weight_gets_gradient(layer, inputs, presence=None, training=True):
+    """Every trainable weight receives a non-zero gradient of sum(output**2)."""
+    tensors = [tf.constant(x) for x in inputs]
+    layer(tensors, presence=presence)
+    with tf.GradientTape() as tape:
+        out = layer(tensors, presence=presence, training=training)
+        loss = tf.reduce_sum(tf.square(out)) + sum(layer.losses)
+    grads = tape.gradient(loss, layer.trainable_weights)
+    assert layer.trainable_weights, f"{layer.name} has no trainable weights"
+    for w, g in zip(layer.trainable_weights, grads):
+        assert g is not None, f"no gradient for {w.path}"
+        g = keras.ops.convert_to_numpy(g)
+        assert np.all(np.isfinite(g)), f"non-finite gradient for {w.path}"
+        assert np.any(g != 0), f"zero gradient for {w.path}"
+
+
+def assert_absent_modality_ignored(layer, inputs, absent=0, **call_kwargs):
+    """With modality `absent` marked absent, changing its input changes nothing,
+    and an all-absent row gives a finite output."""
+    n = len(inputs)
+    batch = inputs[0].shape[0]
+    presence = np.ones((batch, n), "float32")
+    presence[:, absent] = 0.0
+    presence[-1, :] = 0.0  # the last row has no modality at all
+    changed = list(inputs)
+    changed[absent] = inputs[absent] * 5.0 + 3.0
+    first = keras.ops.convert_to_numpy(layer(inputs, presence=presence, **call_kwargs))
+    second = keras.ops.convert_to_numpy(layer(changed, presence=presence, **call_kwargs))
+    np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(first)), "all-absent row is not finite"
+    full = keras.ops.convert_to_numpy(layer(changed, **call_kwargs))
+    assert not np.allclose(full, second), "the absent modality never mattered"
+
+
+def assert_fits_with_jit(layer, inputs, epochs=2):
+    """A model with the layer compiles with `jit_compile=True` and fits."""
+    tensors = [keras.Input(shape=x.shape[1:]) for x in inputs]
+    fused = layer(tensors)
+    if len(fused.shape) > 2:
+        fused = keras.layers.Flatten()(fused)
+    model = keras.Model(tensors, keras.layers.Dense(1)(fused))
+    model.compile(optimizer="adam", loss="mse", jit_compile=True)
+    target = np.random.default_rng(1).normal(size=(inputs[0].shape[0], 1)).astype("float32")
+    history = model.fit(inputs, target, epochs=epochs, batch_size=len(target), verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def assert_bad_inputs_rejected(layer_factory, sizes, time_steps=None):
+    """Wrong modality count, rank and batch raise a ValueError naming layer and modality."""
+    import pytest
+
+    good = random_inputs(sizes, time_steps=time_steps)
+    layer = layer_factory()
+    layer(good)
+    with pytest.raises(ValueError, match=type(layer).__name__):
+        layer(good[:1])
+    wrong_rank = list(good)
+    wrong_rank[1] = good[1][..., None]
+    with pytest.raises(ValueError, match="modality_1"):
+        layer_factory()(wrong_rank)
+    wrong_batch = list(good)
+    wrong_batch[1] = good[1][:-1]
+    with pytest.raises(ValueError, match="batch size"):
+        layer_factory()(wrong_batch)
+    with pytest.raises(ValueError, match="presence"):
+        layer(good, presence=np.ones((good[0].shape[0], len(sizes) + 1), "float32"))
