@@ -1,0 +1,66 @@
+"""Runs every registered fusion layer under the backend of `KERAS_BACKEND`.
+
+`python -m tests.backends.backend_worker DIR` trains, saves and reloads a
+small model around each layer and writes `DIR/<backend>.json`. Models saved
+by an earlier run under another backend (`DIR/<name>.keras` with reference
+inputs and predictions in `DIR/<name>.npz`) are loaded and predicted too, so
+the test can compare predictions across backends. The first run writes them.
+"""
+
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+
+from mmfusion import fusion
+from tests.fusion.test_every_layer import make_inputs
+
+
+def build_model(name, xs):
+    tensors = [keras.Input(shape=x.shape[1:]) for x in xs]
+    presence = keras.Input(shape=(len(xs),))
+    fused = fusion.get(name, units=8)(tensors, presence=presence)
+    if len(fused.shape) > 2:
+        fused = keras.layers.Flatten()(fused)
+    return keras.Model(tensors + [presence], keras.layers.Dense(1)(fused))
+
+
+def check_layer(name, directory):
+    keras.utils.set_random_seed(0)
+    xs = make_inputs(name, 2, batch=16)
+    presence = np.ones((16, 2), "float32")
+    presence[::4, 0] = 0
+    feeds = xs + [presence]
+    target = np.random.default_rng(2).normal(size=(16, 1)).astype("float32")
+    model = build_model(name, xs)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    losses = model.fit(feeds, target, epochs=8, batch_size=16, verbose=0).history["loss"]
+    result = {"first_loss": losses[0], "last_loss": losses[-1]}
+
+    path = os.path.join(directory, f"{name}.keras")
+    if os.path.exists(path):
+        reference = np.load(os.path.join(directory, f"{name}.npz"))
+        feeds_ref = [reference[f"x{i}"] for i in range(len(reference.files) - 1)]
+        loaded = keras.saving.load_model(path)
+        got = loaded.predict(feeds_ref, verbose=0)
+        result["cross_backend_max_error"] = float(np.abs(got - reference["y"]).max())
+    else:
+        model.save(path)
+        np.savez(os.path.join(directory, f"{name}.npz"),
+                 y=model.predict(feeds, verbose=0), **{f"x{i}": f for i, f in enumerate(feeds)})
+        reloaded = keras.saving.load_model(path)
+        result["reload_max_error"] = float(
+            np.abs(reloaded.predict(feeds, verbose=0) - model.predict(feeds, verbose=0)).max())
+    return result
+
+
+def main(directory):
+    results = {name: check_layer(name, directory) for name in fusion.available()}
+    with open(os.path.join(directory, f"{keras.backend.backend()}.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
