@@ -21,6 +21,27 @@ def _list(args):
         print(f"{name:24s} {cls.__name__:28s} {n}-modal, {kind}")
 
 
+def _report(args):
+    from mmfusion.inspect.report import build_report
+
+    print(build_report(args.logdir, output=args.output))
+
+
+def _search(args):
+    from mmfusion.search.run import run_search
+
+    callbacks = []
+    if args.tensorboard:
+        import keras
+
+        callbacks.append(keras.callbacks.TensorBoard(args.tensorboard))
+    fusions = {"fusions": args.fusions.split(",")} if args.fusions else {}
+    run_search(args.recipe, oracle=args.oracle, trials=args.trials, directory=args.directory,
+               epochs=args.epochs, max_layers=args.max_layers, seed=args.seed,
+               pretrain_epochs=args.pretrain_epochs, overwrite=args.overwrite,
+               callbacks=callbacks, **fusions)
+
+
 def _train(args):
     try:
         recipe = importlib.import_module(f"recipes.{args.recipe}")
@@ -46,6 +67,29 @@ def build_parser():
     train.add_argument("recipe", help="a module of recipes/, e.g. av_digits")
     train.add_argument("recipe_args", nargs=argparse.REMAINDER)
     train.set_defaults(run=_train)
+
+    search = commands.add_parser("search", help="fusion architecture search: mmfusion search RECIPE")
+    search.add_argument("recipe", choices=("synthetic", "av_digits"))
+    search.add_argument("--oracle", default="mfas", choices=("mfas", "random", "bayesian"))
+    search.add_argument("--trials", type=int, default=10)
+    search.add_argument("--directory", default="mmfusion-search",
+                        help="search folder (resumed unless --overwrite)")
+    search.add_argument("--epochs", type=int, default=5, help="training epochs per trial")
+    search.add_argument("--fusions", default=None,
+                        help="comma-separated candidate fusion layers (default concat,gmu,lmf,mfb)")
+    search.add_argument("--pretrain-epochs", type=int, default=10,
+                        help="epochs of each branch's pretraining")
+    search.add_argument("--max-layers", type=int, default=2, help="most fusion layers")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--overwrite", action="store_true", help="start again")
+    search.add_argument("--tensorboard", default=None,
+                        help="TensorBoard log folder (HParams dashboard of the trials)")
+    search.set_defaults(run=_search)
+
+    report = commands.add_parser("report", help="HTML report of a run's TensorBoard logs: mmfusion report LOGDIR")
+    report.add_argument("logdir", help="log directory of keras.callbacks.TensorBoard and FusionInspector")
+    report.add_argument("--output", default=None, help="HTML path (default LOGDIR/report.html)")
+    report.set_defaults(run=_report)
     return parser
 
 

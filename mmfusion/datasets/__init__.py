@@ -1,1 +1,5 @@
 """Multimodal datasets: synthetic tasks and real data loaders."""
+
+from mmfusion.datasets.av_digits import AVDigits, load_av_digits  # noqa: E402
+from mmfusion.datasets.fsdd import FSDDData, load_fsdd  # noqa: E402
+from mmfusion.datasets.pipelines import make_dataset, wav_dataset  # noqa: E402

@@ -5,7 +5,19 @@
 True
 """
 
+from mmfusion.fusion.adaptive import AutoFusion, GANFusion
+from mmfusion.fusion.attention import (
+    AttentionPooling,
+    BilinearAttention,
+    CoAttention,
+    CrossModalAttention,
+    StackedAttention,
+)
 from mmfusion.fusion.base import FusionLayer, mask_inputs, masked_softmax, renormalize
+from mmfusion.fusion.bilinear import BLOCK, MCB, MFB, MFH, MLB, MUTAN, Tucker
+from mmfusion.fusion.dropout import ModalityDropout
 from mmfusion.fusion.gated import GMU
 from mmfusion.fusion.registry import available, get, get_class, register
+from mmfusion.fusion.sets import MultimodalSets
 from mmfusion.fusion.simple import Concatenate, WeightedSum
+from mmfusion.fusion.tensor import LMF, TFN

@@ -1,3 +1,4 @@
 """Inspection of what fusion layers learned."""
 
-from mmfusion.inspect.probe import fusion_weights
+from mmfusion.inspect.callbacks import FusionInspector
+from mmfusion.inspect.probe import FusionProbe, fusion_weights, modality_ablation

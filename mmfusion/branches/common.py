@@ -1,0 +1,90 @@
+"""Building blocks shared by the branches and the model composer."""
+
+import keras
+
+# Name of the tap every branch ends with: its final `(batch, d)` vector.
+VECTOR_TAP = "vector"
+POOLINGS = ("flatten", "avg", "max")
+
+
+def conv_blocks(x, filters, kernel_size, pool_size, prefix):
+    """Stacks conv blocks `Conv2D -> BatchNormalization -> ReLU -> MaxPooling2D`.
+
+    Args:
+        x: a rank-4 `(batch, H, W, C)` Keras tensor.
+        filters: one filter count per block.
+        kernel_size: convolution kernel size.
+        pool_size: max-pooling size (1 for no pooling).
+        prefix: layer-name prefix; block `i` is named `{prefix}_block_{i}_*`.
+
+    Returns:
+        `(x, taps)`: the last block's output and a dict `block_i -> output`.
+    """
+    taps = {}
+    for i, n in enumerate(filters, start=1):
+        name = f"{prefix}_block_{i}"
+        x = keras.layers.Conv2D(n, kernel_size, padding="same", use_bias=False,
+                                name=f"{name}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = keras.layers.ReLU(name=f"{name}_relu")(x)
+        if pool_size > 1:
+            x = keras.layers.MaxPooling2D(pool_size, padding="same", name=f"{name}_pool")(x)
+        taps[f"block_{i}"] = x
+    return x, taps
+
+
+def to_vector(x, pooling, name):
+    """Turns a rank-3 `(batch, T, d)` or rank-4 `(batch, H, W, C)` tensor into
+    a `(batch, d')` vector; rank-2 tensors are returned unchanged.
+
+    Args:
+        x: a Keras tensor.
+        pooling: `"flatten"` (keeps all positions: `d' = T*d` or `H*W*C`),
+            `"avg"` or `"max"` (global pooling over positions: `d' = d` or `C`).
+        name: name of the pooling layer.
+
+    Returns:
+        A rank-2 Keras tensor.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}; received '{pooling}'.")
+    rank = len(x.shape)
+    if rank == 2:
+        return x
+    if rank not in (3, 4):
+        raise ValueError(f"Cannot pool a tensor of rank {rank} (shape {x.shape}) to a vector.")
+    if pooling == "flatten":
+        return keras.layers.Flatten(name=name)(x)
+    layers = {
+        ("avg", 3): keras.layers.GlobalAveragePooling1D,
+        ("max", 3): keras.layers.GlobalMaxPooling1D,
+        ("avg", 4): keras.layers.GlobalAveragePooling2D,
+        ("max", 4): keras.layers.GlobalMaxPooling2D,
+    }
+    return layers[(pooling, rank)](name=name)(x)
+
+
+def vector_tap(x, pooling, embedding_dim, dropout, prefix):
+    """The final `vector` tap of a conv branch: `to_vector(x, pooling)`, then
+    optionally `Dropout(dropout) -> Dense(embedding_dim, relu)`."""
+    x = to_vector(x, pooling, name=f"{prefix}_{pooling}")
+    if embedding_dim:
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"{prefix}_dropout")(x)
+        x = keras.layers.Dense(embedding_dim, activation="relu", name=f"{prefix}_embedding")(x)
+    return x
+
+
+def dense_stack(x, units, dropout, prefix, activation="relu"):
+    """`Dense -> (Dropout)` layers named `{prefix}_dense_{i}`.
+
+    Returns:
+        `(x, taps)`: the last output and a dict `dense_i -> output`.
+    """
+    taps = {}
+    for i, n in enumerate(units, start=1):
+        x = keras.layers.Dense(n, activation=activation, name=f"{prefix}_dense_{i}")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"{prefix}_dropout_{i}")(x)
+        taps[f"dense_{i}"] = x
+    return x, taps

@@ -1,0 +1,167 @@
+"""The Free Spoken Digit Dataset (FSDD): real 8 kHz recordings of spoken digits.
+
+Files are named `{digit}_{speaker}_{index}.wav` (mono, 16-bit PCM, 8 kHz).
+The official split puts recordings with index 0-4 in the test set and 5-49
+in the training set (every speaker appears in both, no recording does);
+`test_speakers=` instead holds out whole speakers.
+"""
+
+import os
+import re
+import wave
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+FSDD_VERSION = "1.0.10"
+FSDD_URL = ("https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/"
+            f"v{FSDD_VERSION}.tar.gz")
+SAMPLING_RATE = 8000
+OFFICIAL_TEST_INDICES = range(5)
+_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+
+
+@dataclass
+class FSDDData:
+    """One split of FSDD.
+
+    Attributes:
+        waveforms: `(n, length)` float32 in [-1, 1], padded or cropped.
+        labels: `(n,)` int32 digits.
+        speakers: `(n,)` speaker names.
+        indices: `(n,)` int32 recording indices.
+        files: `(n,)` file names (unique ids of the recordings).
+    """
+
+    waveforms: np.ndarray
+    labels: np.ndarray
+    speakers: np.ndarray
+    indices: np.ndarray
+    files: np.ndarray
+
+    def __len__(self):
+        return len(self.labels)
+
+    def take(self, index):
+        """The examples at `index` (an index array, mask or slice), as `FSDDData`."""
+        return FSDDData(self.waveforms[index], self.labels[index], self.speakers[index],
+                        self.indices[index], self.files[index])
+
+
+def download_fsdd(cache_dir=None):
+    """Downloads and extracts the FSDD release archive from GitHub (once;
+    later calls reuse the cached copy).
+
+    Args:
+        cache_dir: directory of the Keras cache (default `~/.keras`).
+
+    Returns:
+        The path of the folder of WAV files.
+    """
+    root = keras.utils.get_file(
+        fname=f"free-spoken-digit-dataset-{FSDD_VERSION}", origin=FSDD_URL,
+        extract=True, cache_dir=cache_dir, cache_subdir="datasets",
+    )
+    return find_recordings(root)
+
+
+def find_recordings(path):
+    """The folder holding the WAV files under `path` (`path` itself, or a
+    `recordings/` folder below it, as in the repository and its archive)."""
+    for folder, _, files in os.walk(path):
+        if any(_NAME.match(f) for f in files):
+            return folder
+    raise ValueError(f"No FSDD recordings ('{{digit}}_{{speaker}}_{{index}}.wav') under '{path}'.")
+
+
+def read_wav(filename):
+    """A mono 16-bit PCM WAV file as float32 in [-1, 1] (`wave` module).
+
+    Returns:
+        `(samples, sampling_rate)`.
+    """
+    with wave.open(filename, "rb") as f:
+        if f.getsampwidth() != 2:
+            raise ValueError(f"'{filename}': expected 16-bit PCM, got {8 * f.getsampwidth()}-bit.")
+        frames = f.readframes(f.getnframes())
+        samples = np.frombuffer(frames, dtype="<i2").reshape(-1, f.getnchannels())
+        return samples.mean(axis=1).astype("float32") / 32768.0, f.getframerate()
+
+
+def pad_or_crop(samples, length):
+    """Fixes a waveform's length: short ones get zeros appended, long ones are
+    cropped around their center (FSDD clips are trimmed, so the word is there).
+
+    Example:
+
+    >>> pad_or_crop(np.arange(5.0), 7).tolist(), pad_or_crop(np.arange(6.0), 2).tolist()
+    ([0.0, 1.0, 2.0, 3.0, 4.0, 0.0, 0.0], [2.0, 3.0])
+    """
+    if len(samples) >= length:
+        start = (len(samples) - length) // 2
+        return samples[start:start + length]
+    return np.pad(samples, (0, length - len(samples)))
+
+
+def load_fsdd(path=None, length=6000, test_speakers=None, cache_dir=None):
+    """Loads FSDD into memory as fixed-length waveforms, split into train and test.
+
+    Args:
+        path: a local copy (the repository, its `recordings/` folder or any
+            folder with the WAV files). None downloads the release archive
+            with `keras.utils.get_file` (see `download_fsdd`).
+        length: samples per waveform (`pad_or_crop`; 6000 = 0.75 s keeps 97%
+            of the recordings whole).
+        test_speakers: None for the official split (indices 0-4 test), or
+            speaker names held out as the test set.
+        cache_dir: Keras cache directory for the download.
+
+    Returns:
+        `(train, test)`, two `FSDDData`, sorted by file name.
+
+    Example:
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> for name in ["3_ana_0.wav", "3_ana_7.wav"]:
+    ...     write_wav(os.path.join(folder, name), np.zeros(100, "float32"))
+    >>> train, test = load_fsdd(folder, length=50)
+    >>> train.files.tolist(), test.waveforms.shape
+    (['3_ana_7.wav'], (1, 50))
+    """
+    folder = find_recordings(path) if path is not None else download_fsdd(cache_dir)
+    files = sorted(f for f in os.listdir(folder) if _NAME.match(f))
+    fields = [_NAME.match(f).groups() for f in files]
+    waveforms = []
+    for f in files:
+        samples, rate = read_wav(os.path.join(folder, f))
+        if rate != SAMPLING_RATE:
+            raise ValueError(f"'{f}': expected {SAMPLING_RATE} Hz, got {rate} Hz.")
+        waveforms.append(pad_or_crop(samples, length))
+    data = FSDDData(
+        waveforms=np.stack(waveforms).astype("float32"),
+        labels=np.array([int(d) for d, _, _ in fields], "int32"),
+        speakers=np.array([s for _, s, _ in fields]),
+        indices=np.array([int(i) for _, _, i in fields], "int32"),
+        files=np.array(files),
+    )
+    if test_speakers is None:
+        is_test = np.isin(data.indices, OFFICIAL_TEST_INDICES)
+    else:
+        unknown = sorted(set(test_speakers) - set(data.speakers))
+        if unknown:
+            raise ValueError(f"load_fsdd: unknown test speakers {unknown}; "
+                             f"speakers: {sorted(set(data.speakers))}.")
+        is_test = np.isin(data.speakers, list(test_speakers))
+    return data.take(~is_test), data.take(is_test)
+
+
+def write_wav(filename, samples, sampling_rate=SAMPLING_RATE):
+    """Writes float samples in [-1, 1] as a mono 16-bit PCM WAV file."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(filename, "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sampling_rate)
+        f.writeframes(pcm.tobytes())

@@ -1,0 +1,266 @@
+"""Adaptive fusion: AutoFusion and GAN-Fusion (Sahu & Vechtomova, 2021)."""
+
+import keras
+from keras import ops
+
+from mmfusion.fusion.attention import constructor_config, dense
+from mmfusion.fusion.base import EPSILON, FusionLayer, mask_inputs
+from mmfusion.fusion.registry import register
+
+
+def reverse_gradient(x, weight):
+    """Identity in the forward pass; multiplies the gradient by `-weight`.
+
+    `stop_gradient(x (1 + w)) − w x` has the value x and the derivative −w,
+    so it works on every backend without a custom gradient.
+    """
+    return ops.stop_gradient(x * (1.0 + weight)) - weight * x
+
+
+def _presence_columns(inputs, presence):
+    """`(batch, Σd_i)` mask repeating `presence[:, i]` over modality i's features."""
+    return ops.concatenate(
+        [ops.ones_like(x) * presence[:, i:i + 1] for i, x in enumerate(inputs)], axis=-1
+    )
+
+
+def _weighted_mean(values, weights):
+    """Mean of `values` weighted by `weights` (None: plain mean); 0 if all weights are 0."""
+    if weights is None:
+        return ops.mean(values)
+    return ops.sum(values * weights) / ops.maximum(ops.sum(weights), EPSILON)
+
+
+class AutoEncoder(keras.layers.Layer):
+    """AutoFusion's compressor (not exported): `fuse_in` maps the concatenated
+    modalities z (size F) to the latent, `Dense(F//2, tanh) → Dense(units, ReLU)`,
+    `fuse_out` reconstructs them, `Dense(F//2, ReLU) → Dense(F)`, as in the
+    authors' implementation. `call(z, loss_mask)` returns `(latent, mse)` where the
+    mean squared error only counts the entries where `loss_mask` is 1."""
+
+    def __init__(self, units, kernel_initializer, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.kernel_initializer = kernel_initializer
+
+    def build(self, input_shape):
+        total = input_shape[-1]
+        hidden = max(total // 2, 1)
+        self.fuse_in = [dense(hidden, "fuse_in_hidden", self, (None, total), "tanh"),
+                        dense(self.units, "fuse_in_latent", self, (None, hidden), "relu")]
+        self.fuse_out = [dense(hidden, "fuse_out_hidden", self, (None, self.units), "relu"),
+                         dense(total, "fuse_out_reconstruction", self, (None, hidden))]
+        self.built = True
+
+    def call(self, z, loss_mask=None):
+        latent = self.fuse_in[1](self.fuse_in[0](z))
+        reconstruction = self.fuse_out[1](self.fuse_out[0](latent))
+        return latent, _weighted_mean(ops.square(reconstruction - z), loss_mask)
+
+
+@register("autofusion")
+class AutoFusion(FusionLayer):
+    """AutoFusion (Sahu & Vechtomova, 2021, "Adaptive Fusion Techniques for
+    Multimodal Data"): compress the concatenated modalities and keep only what
+    reconstructs them.
+
+    `z = [x_1; ...; x_N]` (size F) is compressed to the latent
+    `z_l = ReLU(tanh(z W_1 + b_1) W_2 + b_2)` (size `units`, the output) and
+    reconstructed, `ẑ = ReLU(z_l W_3 + b_3) W_4 + b_4`, with hidden size F//2
+    as in the authors' implementation. The reconstruction loss
+    `J_tr = reconstruction_weight · mean((ẑ − z)²)` is added with
+    `add_loss`, so `model.fit` minimizes `J_task + J_tr` (the paper adds the
+    two terms unweighted: `reconstruction_weight=1.0`). Takes vectors
+    `(batch, d_i)`; N modalities.
+
+    Missing modalities: an absent modality's slice of z is zeroed, so the
+    output does not depend on it, and left out of the reconstruction loss; a
+    row with no present modality gives the latent of the zero vector.
+
+    Args:
+        units: latent (output) size.
+        reconstruction_weight: weight of `J_tr` in the total loss.
+        kernel_initializer: initializer of all kernels.
+        modalities: see `FusionLayer`.
+
+    Call arguments:
+        inputs: list or dict of `(batch, d_i)` tensors.
+        presence: optional `(batch, N)` 0/1 mask.
+        return_weights: if True, also returns an empty dict.
+
+    Returns:
+        `(batch, units)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = AutoFusion(units=4)
+    >>> y = layer([np.ones((2, 3)), np.ones((2, 5))])
+    >>> tuple(y.shape), [float(loss) > 0 for loss in layer.losses]
+    ((2, 4), [True])
+    """
+
+    def __init__(self, units, reconstruction_weight=1.0, kernel_initializer="glorot_uniform",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.reconstruction_weight = reconstruction_weight
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build_fusion(self, shapes):
+        self.autoencoder = AutoEncoder(self.units, self.kernel_initializer, name="autoencoder")
+        self.autoencoder.build((None, sum(s[-1] for s in shapes)))
+
+    def fuse(self, inputs, presence, training=None):
+        inputs = mask_inputs(inputs, presence)
+        mask = None if presence is None else _presence_columns(inputs, presence)
+        latent, loss = self.autoencoder(ops.concatenate(inputs, axis=-1), mask)
+        self.add_loss(self.reconstruction_weight * loss)
+        return latent, {}
+
+    def get_config(self):
+        return constructor_config(self, super().get_config(),
+                                  ("units", "reconstruction_weight", "kernel_initializer"))
+
+
+@register("gan_fusion")
+class GANFusion(FusionLayer):
+    """GAN-Fusion (Sahu & Vechtomova, 2021), trained by plain `model.fit`.
+
+    For a target modality t, following the paper and the authors'
+    implementation: the complementary modalities (all but t) are fused by an
+    AutoFusion module into `z_tr` (with its reconstruction loss); a generator
+    maps the target's input to a latent `z_g = G(x_t)`
+    (`Dense(units, tanh) → Dense(units, ReLU)`), and a discriminator
+    (`Dense(units, ReLU) → Dense(1)`) learns to tell `z_g` (fake) from `z_tr`
+    (real), so the target's latent is regularized toward the context of the
+    other modalities. With `target=None` (default) every modality is a target
+    in turn, as in the paper's model, and the fused output is
+    `tanh([z_g,1; ...; z_g,N] W_o + b_o)`; with one target it is
+    `tanh(z_g,t W_o + b_o)`.
+
+    Training: `J_total = J_task + Σ_t J_tr,t + λ J_adv`, added with
+    `add_loss`. The discriminator minimizes its binary cross-entropy
+    `L_D = −log D(z_tr) − log(1 − D(z_g))`, while the generator maximizes it
+    through a gradient-reversal construct (`reverse_gradient`, gradient
+    scaled by −λ = −`adversarial_weight`), so one optimizer trains both in
+    one step. `z_tr` is fed to the discriminator through `stop_gradient` (the
+    AutoFusion learns from its reconstruction loss only). After each training
+    call the layer holds, in the non-trainable scalar variables
+    `discriminator_loss` (L_D) and `generator_loss` (`−log D(z_g)`, how badly
+    the generator fools the discriminator), the batch means over targets, for
+    callbacks to read. Tested on TensorFlow (JAX and PyTorch are not installed
+    here; the layer uses only `keras.ops`).
+
+    Missing modalities: absent inputs are zeroed; an absent target's `z_g` is
+    zeroed in the output, and an example only enters a target's adversarial
+    loss if the target and at least one complementary modality are present.
+    A row with no present modality gives `tanh(b_o)`.
+
+    Args:
+        units: latent size (`z_g`, `z_tr`) and output size.
+        target: None (every modality in turn), or the index or name of the
+            target modality.
+        adversarial_weight: λ, weight of the adversarial term for the
+            generator (the paper adds the terms unweighted: 1.0).
+        reconstruction_weight: weight of the AutoFusion reconstruction losses.
+        kernel_initializer: initializer of all kernels.
+        modalities: see `FusionLayer`.
+
+    Call arguments:
+        inputs: list or dict of `(batch, d_i)` tensors.
+        presence: optional `(batch, N)` 0/1 mask.
+        return_weights: if True, also returns an empty dict.
+        training: whether to record the loss values in the variables above.
+
+    Returns:
+        `(batch, units)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = GANFusion(units=4)
+    >>> y = layer([np.ones((2, 3)), np.ones((2, 5))], training=True)
+    >>> tuple(y.shape), len(layer.losses), float(layer.discriminator_loss) > 0
+    ((2, 4), 1, True)
+    """
+
+    def __init__(self, units, target=None, adversarial_weight=1.0, reconstruction_weight=1.0,
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.target = target
+        self.adversarial_weight = adversarial_weight
+        self.reconstruction_weight = reconstruction_weight
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def _target_indices(self, n):
+        names = self.modality_names
+        if self.target is None:
+            return list(range(n))
+        if self.target in names:
+            return [names.index(self.target)]
+        if isinstance(self.target, int) and 0 <= self.target < n:
+            return [self.target]
+        raise ValueError(
+            f"GANFusion layer '{self.name}': target must be a modality index "
+            f"below {n} or one of {names}; received {self.target!r}."
+        )
+
+    def build_fusion(self, shapes):
+        self.targets = self._target_indices(len(shapes))
+        u = self.units
+        self.generators, self.discriminators, self.autoencoders = [], [], []
+        for t in self.targets:
+            name = self.modality_names[t]
+            self.generators.append([
+                dense(u, f"generator_{name}_hidden", self, shapes[t], "tanh"),
+                dense(u, f"generator_{name}_latent", self, (None, u), "relu"),
+            ])
+            self.discriminators.append([
+                dense(u, f"discriminator_{name}_hidden", self, (None, u), "relu"),
+                dense(1, f"discriminator_{name}_logit", self, (None, u)),
+            ])
+            autoencoder = AutoEncoder(u, self.kernel_initializer, name=f"autofusion_{name}")
+            autoencoder.build((None, sum(s[-1] for i, s in enumerate(shapes) if i != t)))
+            self.autoencoders.append(autoencoder)
+        self.output_dense = dense(u, "output", self, (None, u * len(self.targets)), "tanh")
+        self.discriminator_loss = self.add_weight(
+            name="discriminator_loss", shape=(), initializer="zeros", trainable=False)
+        self.generator_loss = self.add_weight(
+            name="generator_loss", shape=(), initializer="zeros", trainable=False)
+
+    def fuse(self, inputs, presence, training=None):
+        inputs = mask_inputs(inputs, presence)
+        latents, total, d_losses, g_losses = [], 0.0, [], []
+        for k, t in enumerate(self.targets):
+            others = [x for i, x in enumerate(inputs) if i != t]
+            z_g = self.generators[k][1](self.generators[k][0](inputs[t]))
+            if presence is None:
+                columns, rows = None, None
+            else:
+                rest = ops.concatenate([presence[:, :t], presence[:, t + 1:]], axis=1)
+                columns = _presence_columns(others, rest)
+                rows = presence[:, t] * ops.max(rest, axis=1)
+                z_g = z_g * presence[:, t:t + 1]
+            z_tr, reconstruction = self.autoencoders[k](ops.concatenate(others, axis=-1), columns)
+            real = self._discriminate(k, ops.stop_gradient(z_tr))
+            fake = self._discriminate(k, reverse_gradient(z_g, self.adversarial_weight))
+            d_losses.append(_weighted_mean(ops.softplus(-real) + ops.softplus(fake), rows))
+            g_losses.append(_weighted_mean(ops.softplus(-fake), rows))
+            total = total + self.reconstruction_weight * reconstruction + d_losses[-1]
+            latents.append(z_g)
+        self.add_loss(total)
+        if training:
+            self.discriminator_loss.assign(ops.mean(ops.stack(d_losses)))
+            self.generator_loss.assign(ops.mean(ops.stack(g_losses)))
+        return self.output_dense(ops.concatenate(latents, axis=-1)), {}
+
+    def _discriminate(self, k, z):
+        hidden, logit = self.discriminators[k]
+        return logit(hidden(z))[:, 0]
+
+    def get_config(self):
+        return constructor_config(self, super().get_config(),
+                                  ("units", "target", "adversarial_weight",
+                                   "reconstruction_weight", "kernel_initializer"))

@@ -1,0 +1,194 @@
+"""TensorBoard inspection of fusion layers during `fit`.
+
+`FusionInspector` writes what the model's fusion layers learned into the
+TensorBoard run `<log_dir>/fusion`, next to the `train` and `validation` runs
+of `keras.callbacks.TensorBoard(log_dir)`, with the epoch as step (as the
+epoch summaries of `keras.callbacks.TensorBoard`). Tags, with `LAYER` the
+fusion layer's name (`"nested_model/layer"` for a layer inside a nested
+functional model) and `M` a modality name:
+
+- `LAYER/modality_weights/M` (scalar): mean learned weight of modality M.
+- `LAYER/gates/M` (histogram) and `LAYER/gates_mean/M` (scalar): GMU gates.
+- `LAYER/KEY` (image) for 4-D weights `(batch, heads, T_q, T_k)` such as
+  attention maps: one image per example, its heads side by side, each map
+  scaled to [0, 1]; (histogram) for any other weights.
+- `ablation/METRIC/all` and `ablation/METRIC/without_M` (scalars): the
+  validation metric with every modality, and with modality M absent
+  (see `mmfusion.inspect.modality_ablation`).
+"""
+
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorboard.plugins.histogram import metadata as histogram_metadata
+
+from mmfusion.inspect.probe import FusionProbe, modality_ablation
+
+RUN = "fusion"
+ABLATION = "ablation"
+
+
+def _probe_batch(validation_data, size):
+    """`(x, y)` of the first `size` examples of `(x, y[, sample_weight])`
+    arrays or of the first batch of a `tf.data.Dataset` of `(x, y)`."""
+    if isinstance(validation_data, tf.data.Dataset):
+        validation_data = next(iter(validation_data.as_numpy_iterator()))
+    x, y = validation_data[:2]
+    return keras.tree.map_structure(lambda a: np.asarray(a)[:size], (x, y))
+
+
+def map_images(maps, max_images, min_size=64):
+    """Images `(k, H, W, 1)` in [0, 1] of 4-D weights `(batch, heads, T_q, T_k)`.
+
+    One image per example (the first `max_images`), its first `max_images`
+    heads side by side with a one-pixel gap; each map is scaled to [0, 1] on
+    its own and enlarged (nearest neighbour) to at least `min_size` pixels.
+
+    Args:
+        maps: array `(batch, heads, T_q, T_k)`.
+        max_images: number of examples, and of heads per example, drawn.
+        min_size: smallest height or width of one map, in pixels.
+
+    Returns:
+        float32 array `(min(batch, max_images), H, W, 1)` for `tf.summary.image`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> images = map_images(np.random.rand(5, 2, 3, 4), max_images=3)
+    >>> images.shape, float(images.max())
+    ((3, 66, 177, 1), 1.0)
+    """
+    maps = np.asarray(maps, dtype="float32")[:max_images, :max_images]
+    low = maps.min(axis=(2, 3), keepdims=True)
+    high = maps.max(axis=(2, 3), keepdims=True)
+    maps = (maps - low) / np.maximum(high - low, 1e-12)
+    scale = max(1, math.ceil(min_size / min(maps.shape[2:])))
+    maps = maps.repeat(scale, axis=2).repeat(scale, axis=3)
+    maps = np.pad(maps, ((0, 0), (0, 0), (0, 0), (0, 1)))
+    tiles = np.concatenate(list(maps.transpose(1, 0, 2, 3)), axis=-1)[..., :-1]
+    return tiles[..., None]
+
+
+def write_histogram(tag, values, bins=30):
+    """Writes a TensorBoard histogram of `values` to the default summary writer.
+
+    Bucketed with NumPy (`tf.summary.histogram` costs about 20 times more
+    for a few thousand values) into the histogram plugin's format: `(bins, 3)`
+    rows of left edge, right edge, count.
+
+    Args:
+        tag: the summary tag.
+        values: array of any shape (flattened).
+        bins: number of equal-width buckets between the minimum and maximum.
+    """
+    counts, edges = np.histogram(np.asarray(values, dtype="float64").ravel(), bins=bins)
+    buckets = np.stack([edges[:-1], edges[1:], counts], axis=1)
+    metadata = histogram_metadata.create_summary_metadata(display_name=tag, description="")
+    tf.summary.write(tag, tf.constant(buckets, dtype=tf.float64), metadata=metadata)
+
+
+def write_weights(path, key, value, modality_names, max_images):
+    """Writes one entry of a fusion layer's weights dict to the default summary writer.
+
+    Args:
+        path: the layer's path (name, or `"nested_model/layer"`).
+        key: the weights' key, e.g. `"modality_weights"`, `"gates"`.
+        value: the weights on the probe batch, batch first.
+        modality_names: the layer's modality names (for per-modality tags).
+        max_images: examples and heads drawn for 4-D weights.
+    """
+    tag = f"{path}/{key}"
+    if key == "modality_weights":
+        for i, name in enumerate(modality_names):
+            tf.summary.scalar(f"{tag}/{name}", float(value[:, i].mean()))
+    elif key == "gates":
+        for i, name in enumerate(modality_names):
+            write_histogram(f"{tag}/{name}", value[:, i])
+            tf.summary.scalar(f"{path}/gates_mean/{name}", float(value[:, i].mean()))
+    elif value.ndim == 4:
+        tf.summary.image(tag, map_images(value, max_images), max_outputs=max_images)
+    else:
+        write_histogram(tag, value)
+
+
+class FusionInspector(keras.callbacks.Callback):
+    """Logs what the fusion layers learned to TensorBoard at the end of epochs.
+
+    Every `freq` epochs, on a fixed probe batch of validation data, writes
+    the weights of every `FusionLayer` of the model (nested functional models
+    included) and the contribution of each modality by ablation into the
+    TensorBoard run `<log_dir>/fusion` (tags: see the module docstring). The
+    weights are read by a `FusionProbe` built once at the start of `fit`; the
+    fusion layers log nothing themselves. Use it with
+    `keras.callbacks.TensorBoard(log_dir)` on the same `log_dir`; it is not a
+    subclass of it, so KerasTuner's HParams hook, which patches callbacks of
+    class `keras.callbacks.TensorBoard` only, leaves it alone.
+
+    Args:
+        log_dir: the TensorBoard log directory (as given to `keras.callbacks.TensorBoard`).
+        validation_data: `(x, y)` arrays (dict or list `x`), or a
+            `tf.data.Dataset` of `(x, y)` batches (its first batch is used).
+        freq: log every `freq` epochs (epochs 0, freq, 2 freq, ...).
+        probe_size: number of examples of the probe batch.
+        metric: compiled metric reported by the ablation (default: the first
+            compiled metric, else the loss).
+        ablation: whether to log the ablation scalars.
+        max_images: examples (and heads per example) drawn per attention map.
+
+    Example:
+
+    ```python
+    log_dir = "logs/run1"
+    model.fit(x, y, validation_data=(x_val, y_val), epochs=10, callbacks=[
+        keras.callbacks.TensorBoard(log_dir),
+        mmfusion.inspect.FusionInspector(log_dir, (x_val, y_val)),
+    ])
+    # tensorboard --logdir logs/run1   or   mmfusion report logs/run1
+    ```
+    """
+
+    def __init__(self, log_dir, validation_data, freq=1, probe_size=256, metric=None,
+                 ablation=True, max_images=3):
+        super().__init__()
+        if freq < 1:
+            raise ValueError(f"FusionInspector: freq must be >= 1; received {freq}.")
+        self.log_dir = log_dir
+        self.x, self.y = _probe_batch(validation_data, probe_size)
+        self.freq = freq
+        self.metric = metric
+        self.ablation = ablation
+        self.max_images = max_images
+        self._probe = None
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        if self._probe is None or self._probe.model is not self.model:
+            self._probe = FusionProbe(self.model)
+        self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, RUN))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch % self.freq == 0:
+            self.write(epoch)
+
+    def on_train_end(self, logs=None):
+        self._writer.close()
+
+    def write(self, step):
+        """Writes every summary for `step` (called by `on_epoch_end`)."""
+        weights = self._probe(self.x, batch_size=len(self.y))
+        with self._writer.as_default(step=step):
+            for path, layer_weights in weights.items():
+                names = self._probe.layers[path].modality_names
+                for key, value in layer_weights.items():
+                    write_weights(path, key, value, names, self.max_images)
+            if self.ablation:
+                result = modality_ablation(self.model, self.x, self.y, self.metric)
+                tag = f"{ABLATION}/{result['metric']}"
+                tf.summary.scalar(f"{tag}/all", result["all"])
+                for name, value in result["without"].items():
+                    tf.summary.scalar(f"{tag}/without_{name}", value)
+        self._writer.flush()

@@ -1,0 +1,159 @@
+"""`mmfusion report LOGDIR`: a self-contained HTML page of a training run.
+
+Reads the run's event files (those of `keras.callbacks.TensorBoard` and of
+`mmfusion.inspect.FusionInspector`) with TensorBoard's own event reader and
+writes one HTML file with every plot embedded as a base64 PNG.
+"""
+
+import base64
+import html
+import os
+from collections import defaultdict
+
+from tensorboard.backend.event_processing import plugin_event_accumulator
+from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+from tensorboard.util import tensor_util
+
+from mmfusion.inspect.callbacks import ABLATION, RUN
+from mmfusion.inspect.plots import contribution_bars, png_bytes, weight_trajectories
+
+PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
+td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
+figure {{ display: inline-block; margin: 0.5em; vertical-align: top; }}
+figure img {{ max-width: 600px; image-rendering: pixelated; border: 1px solid #eee; }}
+</style></head><body>
+<h1>{title}</h1>
+{body}
+</body></html>
+"""
+
+
+def read_events(logdir):
+    """Scalars and latest images of every run under `logdir`.
+
+    Args:
+        logdir: a TensorBoard log directory (runs are its sub-directories).
+
+    Returns:
+        `(scalars, images)`: `scalars[run][tag]` is `(steps, values)` (lists,
+        in the order written) and `images[run][tag]` the list of PNG bytes
+        of the tag's last step.
+    """
+    mux = EventMultiplexer(size_guidance={plugin_event_accumulator.TENSORS: 0})
+    mux.AddRunsFromDirectory(logdir)
+    mux.Reload()
+    scalars, images = defaultdict(dict), defaultdict(dict)
+    for run, tags in mux.PluginRunToTagToContent("scalars").items():
+        for tag in tags:
+            events = mux.Tensors(run, tag)
+            scalars[run][tag] = ([e.step for e in events],
+                                 [float(tensor_util.make_ndarray(e.tensor_proto)) for e in events])
+    for run, tags in mux.PluginRunToTagToContent("images").items():
+        for tag in tags:
+            last = tensor_util.make_ndarray(mux.Tensors(run, tag)[-1].tensor_proto)
+            images[run][tag] = list(last[2:])  # [width, height, png, png, ...]
+    return dict(scalars), dict(images)
+
+
+def _figure_html(png, caption):
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _table(header, rows):
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{v:.4f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
+                         for v in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{cells}</tr>{body}</table>"
+
+
+def _contributions(fusion_scalars):
+    """`{metric: (value with all, {modality: value without it})}` at the last logged step."""
+    full, without = {}, defaultdict(dict)
+    for tag, (_, values) in fusion_scalars.items():
+        parts = tag.split("/")
+        if parts[0] != ABLATION or len(parts) != 3:
+            continue
+        if parts[2] == "all":
+            full[parts[1]] = values[-1]
+        else:
+            without[parts[1]][parts[2].removeprefix("without_")] = values[-1]
+    return {metric: (value, without[metric]) for metric, value in full.items()}
+
+
+def _groups(series_by_tag, split):
+    """Groups `{tag: series}` into `{group: {label: series}}` by `split(tag)`."""
+    groups = defaultdict(dict)
+    for tag, series in series_by_tag.items():
+        group, label = split(tag)
+        groups[group][label] = series
+    return groups
+
+
+def build_report(logdir, output=None):
+    """Writes the HTML report of the run in `logdir` and returns its path.
+
+    The page holds a summary table (each run's final metrics; the last
+    logged fusion scalars; each modality's contribution by ablation) and the
+    plots: training curves (one per `epoch_*` metric, train vs. validation), fusion
+    weight trajectories (modality weights, gate means, ablation metrics: one
+    plot per fusion layer and kind), contribution bars, and the last logged
+    attention maps.
+
+    Args:
+        logdir: the log directory given to `keras.callbacks.TensorBoard` and
+            `FusionInspector`.
+        output: path of the HTML file (default `<logdir>/report.html`).
+
+    Returns:
+        The path of the HTML file.
+    """
+    scalars, images = read_events(logdir)
+    if not scalars and not images:
+        raise ValueError(f"mmfusion report: no TensorBoard scalars or images under '{logdir}'.")
+    fusion = scalars.pop(RUN, {})
+    contributions = _contributions(fusion)
+    body = ["<h2>Final metrics</h2>", _table(
+        ["run", "metric", "final value", "points"],
+        [(run, tag, values[-1], len(values))
+         for run, tags in sorted(scalars.items()) for tag, (_, values) in sorted(tags.items())])]
+    if contributions:
+        body += ["<h2>Modality contributions (last logged epoch)</h2>", _table(
+            ["metric", "modality", "with all", "without modality", "contribution"],
+            [(metric, m, full, value, full - value)
+             for metric, (full, without) in contributions.items() for m, value in without.items()])]
+    if fusion:
+        body += ["<h2>Fusion scalars (last logged epoch)</h2>",
+                 _table(["tag", "value"], [(tag, v[-1]) for tag, (_, v) in sorted(fusion.items())])]
+    body += ["<h2>Plots</h2>", _plots(scalars, fusion, contributions, images.get(RUN, {}))]
+    output = output or os.path.join(logdir, "report.html")
+    title = f"mmfusion report: {html.escape(os.path.abspath(logdir))}"
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(PAGE.format(title=title, body="\n".join(body)))
+    return output
+
+
+def _plots(scalars, fusion, contributions, attention_maps):
+    """HTML figures: training curves, fusion scalar groups, contributions, attention maps."""
+    figures = []
+    metrics = _groups({(run, tag): s for run, tags in scalars.items() for tag, s in tags.items()
+                       if tag.startswith("epoch_")}, lambda key: (key[1], key[0]))
+    for tag, series in sorted(metrics.items()):
+        figures.append((weight_trajectories(series, tag, tag), f"training curve: {tag}"))
+    for group, series in sorted(_groups(fusion, lambda t: tuple(t.rsplit("/", 1))).items()):
+        figures.append((weight_trajectories(series, group), f"fusion: {group}"))
+    for metric, (full, without) in contributions.items():
+        figures.append((contribution_bars(without, full, metric), f"modality contribution: {metric}"))
+    html_figures = [_figure_html(png_bytes(fig), caption) for fig, caption in figures]
+    for tag, pngs in sorted(attention_maps.items()):
+        html_figures += [_figure_html(png, f"attention map: {tag} (example {i})")
+                         for i, png in enumerate(pngs)]
+    return "\n".join(html_figures)

@@ -1,0 +1,42 @@
+"""Fusion architecture search with KerasTuner (MFAS, Pérez-Rúa et al., CVPR 2019).
+
+- `FusionSpace` (`space.py`): fusion architectures (taps, fusion types,
+  activations, number of fusion layers) and their hyperparameter names.
+- `MFASOracle` (`oracle.py`): sequential model-based search with a learned
+  surrogate (`surrogate.py`) and temperature-scheduled sampling.
+- `FusionHyperModel`, `MFASTuner` (`hypermodel.py`): the search space over
+  modality branches as a KerasTuner hypermodel, and a tuner wiring both.
+- `features.py`: frozen, pretrained branches whose tap outputs are cached on
+  disk, so each trial only trains the fusion network (as MFAS does).
+- `run.py`: a whole search on a named task (what `mmfusion search` runs).
+
+Distributed search (KerasTuner's chief / worker mode, over gRPC): start the
+same script on every machine, with the same `directory` and `project_name`
+on a shared file system (or at least the same on the chief), and these
+environment variables:
+
+    # machine A, the chief: holds the MFASOracle, runs no trial
+    KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=10.0.0.1 \\
+        KERASTUNER_ORACLE_PORT=8000 python my_search.py
+    # machines B, C, ...: one worker each (or several per machine)
+    KERASTUNER_TUNER_ID=tuner0 KERASTUNER_ORACLE_IP=10.0.0.1 \\
+        KERASTUNER_ORACLE_PORT=8000 python my_search.py
+
+`KERASTUNER_ORACLE_IP` is the address the chief listens on and the workers
+connect to (reachable from every worker; the port open between them; the
+traffic is not encrypted: use a private network). Every worker needs a
+distinct `KERASTUNER_TUNER_ID`; the chief's contains `"chief"`. Workers ask
+the chief for trials, run them and send back their metrics; the chief
+records every result and stops once `max_trials` trials have ended. An MFAS
+step waits for all its trials: a worker asking meanwhile is told `"IDLE"`
+and `MFASTuner` polls again after `poll_interval` seconds. A restarted chief
+resumes from its `oracle.json` (`overwrite=False`); a trial whose worker died
+is run again when the chief restarts. With cached features
+(`mmfusion.search.features`), copy the cache folder to every worker (or let
+each compute it once: the cache key depends only on the branch weights and
+the data, so pretrain the branches once and share their weights).
+"""
+
+from mmfusion.search.hypermodel import FusionHyperModel, MFASTuner
+from mmfusion.search.oracle import MFASOracle
+from mmfusion.search.space import FusionSpace

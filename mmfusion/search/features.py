@@ -1,0 +1,181 @@
+"""Frozen-branch feature cache: each search trial trains only the fusion network.
+
+As in MFAS, every modality's branch is pretrained once on its own
+(`pretrain_branch`: the branch plus a softmax head on its `"vector"` tap),
+then frozen; `FeatureCache` computes the outputs of all its taps once and
+stores them on disk as `.npz`, keyed by a hash of the branch weights, the
+data and the pooling, so a second search (or a resumed one) reads them back.
+`feature_branches` turns cached features into stand-in branches with the same
+taps, so `FusionHyperModel` builds the same fusion networks on top of them;
+`transfer_weights` then moves a searched fusion network onto the real
+branches to export an end-to-end model.
+
+Example:
+
+>>> import numpy as np
+>>> from mmfusion.branches import tabular_mlp
+>>> branch = tabular_mlp(3, units=(4, 2), name="a")
+>>> cache = FeatureCache(str(getfixture("tmp_path")))
+>>> features = cache.features({"a": branch}, {"a": np.ones((5, 3), "float32")})
+>>> {tap: x.shape for tap, x in features["a"].items()}
+{'dense_1': (5, 4), 'vector': (5, 2)}
+>>> stand_in = feature_branches(features)["a"]
+>>> sorted(stand_in(pack(features)["a"]))
+['dense_1', 'vector']
+"""
+
+import hashlib
+import os
+
+import keras
+import numpy as np
+
+from mmfusion.branches import VECTOR_TAP
+
+
+def pretrain_branch(branch, x, y, num_classes, epochs=10, batch_size=64, learning_rate=1e-3,
+                    validation_data=None, verbose=0):
+    """Trains one branch alone, through a softmax head on its `"vector"` tap,
+    then freezes it (`branch.trainable = False`).
+
+    Args:
+        branch: a branch model (see `mmfusion.branches`); trained in place.
+        x: its modality's training inputs.
+        y: integer class labels.
+        num_classes: number of classes.
+        epochs: training epochs.
+        batch_size: batch size.
+        learning_rate: Adam learning rate.
+        validation_data: optional `(x, y)`.
+        verbose: Keras verbosity.
+
+    Returns:
+        The Keras `History` of the training.
+    """
+    outputs = keras.layers.Dense(num_classes, activation="softmax",
+                                 name=f"{branch.name}_pretrain_head")(branch.output[VECTOR_TAP])
+    model = keras.Model(branch.inputs, outputs, name=f"{branch.name}_pretrain")
+    model.compile(keras.optimizers.Adam(learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, epochs=epochs, batch_size=batch_size,
+                        validation_data=validation_data, verbose=verbose)
+    branch.trainable = False
+    return history
+
+
+def _to_vectors(x, pooling):
+    """NumPy twin of `mmfusion.branches.common.to_vector` for cached taps."""
+    if x.ndim == 2:
+        return x
+    if pooling == "flatten":
+        return x.reshape(len(x), -1)
+    axes = tuple(range(1, x.ndim - 1))
+    return x.mean(axis=axes) if pooling == "avg" else x.max(axis=axes)
+
+
+class FeatureCache:
+    """Tap outputs of frozen branches, computed once and kept as `.npz` files.
+
+    Args:
+        directory: folder of the cache files (created if needed).
+        pooling: how feature-map taps are stored as vectors: `"flatten"`,
+            `"avg"` or `"max"` (use the hypermodel's `tap_pooling`, so the
+            cached fusion network fits the real branches).
+        batch_size: batch size of the forward passes.
+    """
+
+    def __init__(self, directory, pooling="flatten", batch_size=256):
+        self.directory = directory
+        self.pooling = pooling
+        self.batch_size = batch_size
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, branch, x):
+        """Hex digest of the branch's weights, the data and the pooling."""
+        digest = hashlib.sha256(f"{branch.name}|{self.pooling}|{x.shape}|{x.dtype}".encode())
+        for weight in branch.get_weights():
+            digest.update(np.ascontiguousarray(weight).tobytes())
+        digest.update(np.ascontiguousarray(x).tobytes())
+        return digest.hexdigest()[:24]
+
+    def taps(self, branch, x):
+        """`{tap: (n, d) float32 array}` of one branch on `x`, from disk if cached."""
+        x = np.asarray(x)
+        path = os.path.join(self.directory, f"{branch.name}-{self.key(branch, x)}.npz")
+        if os.path.exists(path):
+            self.hits += 1
+            with np.load(path) as data:
+                return {tap: data[tap] for tap in data.files}
+        self.misses += 1
+        outputs = branch.predict(x, batch_size=self.batch_size, verbose=0)
+        taps = {tap: _to_vectors(np.asarray(v, "float32"), self.pooling)
+                for tap, v in outputs.items()}
+        os.makedirs(self.directory, exist_ok=True)
+        partial = path + ".partial.npz"
+        np.savez(partial, **taps)
+        os.replace(partial, path)  # readers never see a half-written file
+        return taps
+
+    def features(self, branches, inputs):
+        """`{modality: {tap: array}}` for dicts modality -> branch and -> inputs."""
+        return {m: self.taps(branch, inputs[m]) for m, branch in branches.items()}
+
+
+@keras.saving.register_keras_serializable(package="mmfusion")
+class TapSplit(keras.layers.Layer):
+    """Splits a `(batch, sum(sizes))` vector into a dict `{name: (batch, size)}`.
+
+    Args:
+        names: tap names, in order.
+        sizes: their feature sizes.
+    """
+
+    def __init__(self, names, sizes, **kwargs):
+        super().__init__(**kwargs)
+        self.names = list(names)
+        self.sizes = [int(s) for s in sizes]
+
+    def call(self, x):
+        ends = np.cumsum(self.sizes)
+        return {n: x[:, e - s:e] for n, s, e in zip(self.names, self.sizes, ends)}
+
+    def compute_output_shape(self, input_shape):
+        return {n: (input_shape[0], s) for n, s in zip(self.names, self.sizes)}
+
+    def get_config(self):
+        return {**super().get_config(), "names": self.names, "sizes": self.sizes}
+
+
+def pack(features):
+    """`{modality: (n, sum of tap sizes)}` arrays, the inputs of `feature_branches`."""
+    return {m: np.concatenate(list(taps.values()), axis=1) for m, taps in features.items()}
+
+
+def feature_branches(features):
+    """Stand-in branches over cached features: `{modality: model}`, each from
+    the packed features of `pack(features)[modality]` (input named after the
+    modality) to the dict of its taps, with no weights."""
+    branches = {}
+    for m, taps in features.items():
+        sizes = [x.shape[1] for x in taps.values()]
+        inputs = keras.Input(shape=(sum(sizes),), name=m)
+        outputs = TapSplit(list(taps), sizes, name=f"{m}_taps")(inputs)
+        branches[m] = keras.Model(inputs, outputs, name=f"{m}_features")
+    return branches
+
+
+def transfer_weights(source, target):
+    """Copies the weights of every top-level layer of `source` to the layer of
+    the same name in `target` (the fusion layers and head, from a model
+    searched on cached features to the same architecture on real branches).
+
+    Returns:
+        The names of the layers copied.
+    """
+    copied = []
+    for layer in source.layers:
+        if layer.weights and not isinstance(layer, keras.Model):
+            target.get_layer(layer.name).set_weights(layer.get_weights())
+            copied.append(layer.name)
+    return copied

@@ -1,0 +1,193 @@
+"""A whole fusion search on a named task, as `mmfusion search` runs it.
+
+`load_task` gives a task's branches and splits; `prepare` pretrains and
+freezes the branches (weights kept in the search folder) and caches their
+tap features; `make_tuner` builds an MFAS, random or Bayesian tuner over a
+`FusionHyperModel` on those features; `run_search` does all of it, searches,
+and exports the best fusion network on the real branches as a `.keras` model.
+"""
+
+import os
+from dataclasses import dataclass
+
+import keras_tuner
+import numpy as np
+
+from mmfusion.branches import audio_cnn, image_cnn, tabular_mlp
+from mmfusion.search.features import (FeatureCache, feature_branches, pack, pretrain_branch,
+                                      transfer_weights)
+from mmfusion.search.hypermodel import FusionHyperModel, MFASTuner
+
+TASKS = ("synthetic", "av_digits")
+ORACLES = ("mfas", "random", "bayesian")
+DEFAULT_FUSIONS = ("concat", "gmu", "lmf", "mfb")
+
+
+@dataclass
+class Task:
+    """A classification task for the search.
+
+    Attributes:
+        branches: dict modality -> untrained branch model.
+        splits: dict `"train"`, `"validation"`, `"test"` -> `(inputs dict, labels)`.
+        num_classes: number of classes.
+    """
+
+    branches: dict
+    splits: dict
+    num_classes: int
+
+
+def _split(inputs, labels, fraction, seed):
+    """`(train, validation)` of `(inputs, labels)`, `fraction` for validation."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    cut = int(len(labels) * (1 - fraction))
+    return tuple(({m: x[index] for m, x in inputs.items()}, labels[index])
+                 for index in (order[:cut], order[cut:]))
+
+
+def load_task(name, seed=0, fsdd_path=None):
+    """The branches and train / validation / test splits of a task.
+
+    Args:
+        name: `"synthetic"` (the GMU paper's task, two 2-d modalities) or
+            `"av_digits"` (digit images + spoken digits, see
+            `mmfusion.datasets.av_digits`; needs FSDD: `fsdd_path`, else the
+            copy next to the repository, else a download).
+        seed: seed of the data and of the validation split (20% of train).
+        fsdd_path: local FSDD folder for `"av_digits"`.
+
+    Returns:
+        A `Task`.
+    """
+    if name == "synthetic":
+        from mmfusion.datasets.synthetic import load_gmu_synthetic
+
+        train, test = load_gmu_synthetic(n_train=2000, n_test=1000, seed=seed)
+        branches = {m: tabular_mlp(x.shape[1], units=(32, 16, 16), name=m)
+                    for m, x in train.inputs.items()}
+        num_classes = 2
+    elif name == "av_digits":
+        from mmfusion.datasets.av_digits import load_av_digits
+        from recipes import default_fsdd_path
+
+        train, test = load_av_digits(fsdd_path or default_fsdd_path(), seed=seed)
+        branches = {
+            "image": image_cnn((16, 16, 1), filters=(16, 32), embedding_dim=64, name="image"),
+            "audio": audio_cnn(train.inputs["audio"].shape[1], filters=(16, 32, 32),
+                               embedding_dim=64, name="audio"),
+        }
+        num_classes = 10
+    else:
+        raise ValueError(f"Unknown search task '{name}'; available: {', '.join(TASKS)}.")
+    fit, validation = _split({m: train.inputs[m] for m in branches}, train.labels, 0.2, seed)
+    splits = {"train": fit, "validation": validation,
+              "test": ({m: test.inputs[m] for m in branches}, test.labels)}
+    return Task(branches, splits, num_classes)
+
+
+def prepare(task, directory, pretrain_epochs=10, verbose=0):
+    """Pretrains (or reloads) and freezes every branch, and caches its taps.
+
+    Branch weights are kept in `directory/branches/`, features in
+    `directory/features/`, so a resumed search sees the same features.
+
+    Returns:
+        `{split: {modality: {tap: array}}}` for the task's splits.
+    """
+    x, y = task.splits["train"]
+    for m, branch in task.branches.items():
+        path = os.path.join(directory, "branches", f"{m}.weights.h5")
+        if os.path.exists(path):
+            branch.load_weights(path)
+            branch.trainable = False
+        else:
+            pretrain_branch(branch, x[m], y, task.num_classes, epochs=pretrain_epochs,
+                            verbose=verbose)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            branch.save_weights(path)
+    cache = FeatureCache(os.path.join(directory, "features"))
+    return {split: cache.features(task.branches, inputs)
+            for split, (inputs, _) in task.splits.items()}
+
+
+def make_tuner(oracle, hypermodel, max_trials, directory, project_name="search", seed=0,
+               overwrite=False, objective="val_accuracy"):
+    """An `MFASTuner`, `keras_tuner.RandomSearch` or `BayesianOptimization`.
+
+    For MFAS the step sizes follow the budget: the first step evaluates
+    `max(2, max_trials // 3)` one-layer architectures, later steps
+    `max(2, max_trials // 6)`, extending the 3 best.
+    """
+    common = dict(objective=objective, max_trials=max_trials, seed=seed, directory=directory,
+                  project_name=project_name, overwrite=overwrite)
+    if oracle == "mfas":
+        kwargs = {"initial_samples": max(2, max_trials // 3),
+                  "samples_per_step": max(2, max_trials // 6), "top_k": 3}
+        return MFASTuner(hypermodel, oracle_kwargs=kwargs, **common)
+    if oracle == "random":
+        return keras_tuner.RandomSearch(hypermodel, **common)
+    if oracle == "bayesian":
+        return keras_tuner.BayesianOptimization(hypermodel, **common)
+    raise ValueError(f"Unknown oracle '{oracle}'; available: {', '.join(ORACLES)}.")
+
+
+def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epochs=5,
+               batch_size=64, fusions=DEFAULT_FUSIONS, max_layers=2, seed=0,
+               pretrain_epochs=10, overwrite=False, callbacks=None, verbose=1):
+    """Searches a fusion architecture on cached features and exports the best model.
+
+    Args:
+        task: a task name (see `load_task`) or a `Task`.
+        oracle: `"mfas"`, `"random"` or `"bayesian"`.
+        trials: number of trials.
+        directory: folder of the search (branches, features, trials, best model).
+        epochs: training epochs of each trial.
+        batch_size: batch size of each trial.
+        fusions: candidate fusion-layer names.
+        max_layers: maximum number of fusion layers.
+        seed: seed of the data split and the oracle.
+        pretrain_epochs: epochs of each branch's pretraining.
+        overwrite: start the search again instead of resuming it.
+        callbacks: Keras callbacks of every trial (a plain
+            `keras.callbacks.TensorBoard` gets KerasTuner's HParams logging).
+        verbose: 0 silent; 1 one line per trial and a summary.
+
+    Returns:
+        A dict: `architecture` (readable), `values` (best hyperparameters),
+        `validation_accuracy`, `test_accuracy` (of the exported model on the
+        real branches) and `model_path`.
+    """
+    task = load_task(task, seed) if isinstance(task, str) else task
+    features = prepare(task, directory, pretrain_epochs)
+    hypermodel = FusionHyperModel(feature_branches(features["train"]), task.num_classes,
+                                  fusions=fusions, max_layers=max_layers, fit_verbose=0,
+                                  report=print if verbose else None)
+    tuner = make_tuner(oracle, hypermodel, trials, directory, project_name=oracle,
+                       seed=seed, overwrite=overwrite)
+    labels = {split: y for split, (_, y) in task.splits.items()}
+    tuner.search(pack(features["train"]), labels["train"], epochs=epochs,
+                 batch_size=batch_size, callbacks=list(callbacks or []), verbose=0,
+                 validation_data=(pack(features["validation"]), labels["validation"]))
+    best_hp = tuner.get_best_hyperparameters()[0]
+    model = hypermodel.with_branches(task.branches).build(best_hp)
+    transfer_weights(tuner.get_best_models()[0], model)
+    path = os.path.join(directory, f"best_{oracle}.keras")
+    model.save(path)
+    inputs, y = task.splits["test"]
+    result = {
+        "architecture": hypermodel.space.describe(hypermodel.space.architecture(best_hp.values)),
+        "values": dict(best_hp.values),
+        "validation_accuracy": float(tuner.oracle.get_best_trials()[0].score),
+        "test_accuracy": float(model.evaluate(inputs, y, batch_size=256, verbose=0,
+                                              return_dict=True)["accuracy"]),
+        "model_path": path,
+    }
+    if verbose:
+        print(f"best architecture: {result['architecture']}")
+        print(f"units={best_hp['units']} learning_rate={best_hp['learning_rate']} "
+              f"validation accuracy {result['validation_accuracy']:.4f} "
+              f"test accuracy {result['test_accuracy']:.4f}")
+        print(f"best model (real branches + searched fusion): {path}")
+    return result
+

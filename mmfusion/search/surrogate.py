@@ -1,0 +1,75 @@
+"""The MFAS surrogate: an LSTM over per-layer one-hot codes predicting a score."""
+
+import keras
+import numpy as np
+
+
+class Surrogate:
+    """Predicts the score of fusion architectures from `FusionSpace.encode` codes.
+
+    As in MFAS (Pérez-Rúa et al., 2019, section 3.3) the surrogate is a small
+    recurrent network reading an architecture layer by layer: a `Masking`
+    layer (padding layers are all-zero), an `LSTM` and a linear output,
+    trained with an L1 loss on scores standardized to zero mean and unit
+    variance. Every call to `fit` retrains it from the same seeded initial
+    weights and a fresh optimizer state on all the data given, so it is fully
+    determined by its training data: an oracle only has to keep the data.
+    (The compiled model is reused between calls: no new tracing.)
+
+    Args:
+        units: LSTM size.
+        epochs: full-batch training epochs per `fit`.
+        learning_rate: Adam learning rate.
+        seed: seed of the weight initializers.
+
+    Example:
+
+    >>> import numpy as np
+    >>> codes = np.eye(4, dtype="float32")[:, None, :]  # 4 one-layer archs
+    >>> model = Surrogate(units=4, epochs=5).fit(codes, np.arange(4.0))
+    >>> model.predict(codes).shape
+    (4,)
+    """
+
+    def __init__(self, units=32, epochs=150, learning_rate=0.01, seed=0):
+        self.units = units
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.seed = seed
+        self.model = None
+
+    def _build(self, shape):
+        init = keras.initializers.GlorotUniform
+        inputs = keras.Input(shape=shape)
+        x = keras.layers.Masking(0.0)(inputs)
+        x = keras.layers.LSTM(
+            self.units, kernel_initializer=init(seed=self.seed),
+            recurrent_initializer=keras.initializers.Orthogonal(seed=self.seed + 1))(x)
+        outputs = keras.layers.Dense(1, kernel_initializer=init(seed=self.seed + 2))(x)
+        model = keras.Model(inputs, outputs, name="mfas_surrogate")
+        optimizer = keras.optimizers.Adam(self.learning_rate)
+        model.compile(optimizer, loss="mean_absolute_error")
+        optimizer.build(model.trainable_variables)
+        self._initial = [v.numpy() for v in model.variables + optimizer.variables]
+        return model
+
+    def fit(self, codes, scores):
+        """Trains on `codes` `(n, layers, features)` and `scores` `(n,)`; returns self."""
+        scores = np.asarray(scores, "float32")
+        self.mean = float(scores.mean())
+        self.scale = float(scores.std()) or 1.0
+        if self.model is None or self.model.input_shape[1:] != codes.shape[1:]:
+            self.model = self._build(codes.shape[1:])
+        for variable, value in zip(self.model.variables + self.model.optimizer.variables,
+                                   self._initial):
+            variable.assign(value)
+        # One epoch over `epochs` copies: full-batch steps without per-epoch overhead.
+        self.model.fit(np.tile(codes, (self.epochs, 1, 1)),
+                       np.tile((scores - self.mean) / self.scale, self.epochs),
+                       batch_size=len(scores), shuffle=False, verbose=0)
+        return self
+
+    def predict(self, codes):
+        """Predicted scores `(n,)` of `codes`, in the units of the training scores."""
+        z = self.model.predict(codes, batch_size=1024, verbose=0)[:, 0]
+        return z * self.scale + self.mean

@@ -1,0 +1,128 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mmfusion.fusion import AutoFusion, GANFusion
+from mmfusion.fusion.adaptive import reverse_gradient
+from tests.layer_checks import (
+    assert_absent_modality_ignored,
+    assert_every_weight_gets_gradient,
+    assert_save_load_identical,
+    numpy_dense,
+    random_inputs,
+)
+
+SIZES = (6, 10)
+PRESENCE = np.array([[1, 1], [1, 0], [0, 1], [0, 0]], "float32")
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _autoencode_numpy(autoencoder, z):
+    relu = lambda a: np.maximum(a, 0)  # noqa: E731
+    hidden, latent = autoencoder.fuse_in
+    decode_hidden, reconstruct = autoencoder.fuse_out
+    code = numpy_dense(latent, numpy_dense(hidden, z, np.tanh), relu)
+    return code, numpy_dense(reconstruct, numpy_dense(decode_hidden, code, relu))
+
+
+@pytest.mark.parametrize("presence", [None, PRESENCE])
+def test_autofusion_output_and_reconstruction_loss_match_numpy(presence):
+    xs = random_inputs(SIZES)
+    layer = AutoFusion(units=4, reconstruction_weight=0.5)
+    out = layer(xs, presence=presence)
+    mask = np.ones((4, 16)) if presence is None else np.repeat(presence, SIZES, axis=1)
+    z = np.concatenate(xs, axis=1) * mask
+    code, reconstruction = _autoencode_numpy(layer.autoencoder, z)
+    np.testing.assert_allclose(_np(out), code, rtol=1e-5, atol=1e-6)
+    expected = 0.5 * ((reconstruction - z) ** 2 * mask).sum() / mask.sum()
+    assert len(layer.losses) == 1
+    np.testing.assert_allclose(_np(layer.losses[0]), expected, rtol=1e-5)
+
+
+def test_autofusion_reconstruction_is_trained_by_fit():
+    rng = np.random.default_rng(0)  # 16 features spanned by 3 factors
+    z = rng.normal(size=(64, 3)) @ rng.normal(size=(3, 16))
+    xs = [z[:, :6].astype("float32"), z[:, 6:].astype("float32")]
+    tensors = [keras.Input(shape=(d,)) for d in SIZES]
+    model = keras.Model(tensors, AutoFusion(units=4)(tensors))
+    model.compile(optimizer=keras.optimizers.Adam(0.01))  # the added loss only
+    history = model.fit(xs, epochs=40, batch_size=64, verbose=0).history["loss"]
+    assert history[-1] < 0.5 * history[0]
+
+
+def test_reverse_gradient_is_identity_with_scaled_negative_gradient():
+    x = tf.constant([1.5, -2.0])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = reverse_gradient(x, 0.3)
+        loss = tf.reduce_sum(3.0 * y)
+    np.testing.assert_allclose(_np(y), [1.5, -2.0], rtol=1e-6)
+    np.testing.assert_allclose(_np(tape.gradient(loss, x)), [-0.9, -0.9], rtol=1e-6)
+
+
+def test_generator_gets_minus_lambda_times_the_discriminator_gradient():
+    xs = [tf.constant(x) for x in random_inputs(SIZES)]
+    layer = GANFusion(units=8, target="modality_1", adversarial_weight=2.5)
+    layer(xs)
+    generator = [w for sub in layer.generators[0] for w in sub.trainable_weights]
+    with tf.GradientTape(persistent=True) as tape:
+        layer(xs)
+        total = sum(layer.losses)
+        z_g = layer.generators[0][1](layer.generators[0][0](xs[1]))
+        fake_term = tf.reduce_mean(tf.math.softplus(layer._discriminate(0, z_g)))
+    for got, plain in zip(tape.gradient(total, generator), tape.gradient(fake_term, generator)):
+        np.testing.assert_allclose(_np(got), -2.5 * _np(plain), rtol=1e-4, atol=1e-7)
+
+
+def _adversarial_losses(frozen):
+    """Trains a GAN-Fusion on its own losses with the generators or the
+    discriminators frozen; returns the per-epoch (discriminator, generator) losses."""
+    xs = random_inputs(SIZES, batch=128, seed=3)
+    keras.utils.set_random_seed(0)
+    tensors = [keras.Input(shape=(d,)) for d in SIZES]
+    layer = GANFusion(units=8)
+    model = keras.Model(tensors, layer(tensors))
+    for sub in sum(getattr(layer, frozen), [layer.output_dense]):  # no task loss here
+        sub.trainable = False
+    values = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: values.append(
+        (float(_np(layer.discriminator_loss)), float(_np(layer.generator_loss)))))
+    model.compile(optimizer=keras.optimizers.Adam(0.02))
+    model.fit(xs, epochs=15, batch_size=128, verbose=0, callbacks=[record])
+    return np.array(values)
+
+
+def test_discriminator_learns_while_generator_is_frozen():
+    losses = _adversarial_losses("generators")
+    assert losses[-1, 0] < losses[0, 0] - 0.1  # discriminator loss falls
+    assert losses[-1, 1] > losses[0, 1] + 0.1  # it tells the fakes apart better
+
+
+def test_generator_fools_discriminator_through_gradient_reversal():
+    losses = _adversarial_losses("discriminators")
+    assert losses[-1, 1] < losses[0, 1] - 0.1  # generator loss falls
+    assert losses[-1, 0] > losses[0, 0] + 0.1  # the frozen discriminator is fooled
+
+
+def test_gan_fusion_target_selection():
+    xs = random_inputs(SIZES)
+    by_name = GANFusion(units=8, target="visual", modalities=["visual", "textual"])
+    by_name(xs)
+    assert by_name.targets == [0] and len(by_name.discriminators) == 1
+    with pytest.raises(ValueError, match="GANFusion.*target.*'audio'"):
+        GANFusion(units=8, target="audio")(xs)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: AutoFusion(units=8, reconstruction_weight=0.1),
+    lambda: GANFusion(units=8, target=1, adversarial_weight=0.5),
+], ids=["autofusion", "gan_fusion_single_target"])
+def test_contract_of_variants(make, tmp_path):
+    xs = random_inputs(SIZES)
+    assert_save_load_identical(make(), xs, tmp_path, presence=PRESENCE)
+    assert_every_weight_gets_gradient(make(), xs)
+    assert_absent_modality_ignored(make(), xs, absent=1)

@@ -1,0 +1,169 @@
+import keras
+import numpy as np
+import pytest
+
+from mmfusion import fusion
+from mmfusion.fusion import (
+    AttentionPooling,
+    BilinearAttention,
+    CoAttention,
+    CrossModalAttention,
+    StackedAttention,
+)
+from tests.layer_checks import (
+    assert_absent_modality_ignored,
+    assert_every_weight_gets_gradient,
+    assert_save_load_identical,
+    numpy_dense,
+    numpy_softmax,
+    random_inputs,
+)
+
+SIZES, STEPS = (6, 10), (5, 7)
+# Modality 1 of examples 0 and 1 is padded after 4 and 5 timesteps.
+PAD_MASK = np.ones((4, 7), "float32")
+PAD_MASK[0, 4:] = 0
+PAD_MASK[1, 5:] = 0
+ELEMENT_MASK = [np.ones((4, 5), "float32"), PAD_MASK]
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _close(actual, expected):
+    np.testing.assert_allclose(_np(actual), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_pooling_matches_numpy_and_renormalizes():
+    xs = random_inputs((3, 5, 4))
+    layer = AttentionPooling(units=6)
+    presence = np.array([[1, 1, 1], [1, 0, 1], [0, 1, 0], [0, 0, 0]], "float32")
+    out, weights = layer(xs, presence=presence, return_weights=True)
+    hidden = np.stack([numpy_dense(p, x, np.tanh) for p, x in zip(layer.projections, xs)], 1)
+    alpha = np.zeros((4, 3))  # the last row has no modality: all-zero weights
+    alpha[:3] = numpy_softmax(hidden[:3] @ _np(layer.query), mask=presence[:3])
+    _close(weights["modality_weights"], alpha)
+    _close(out, (alpha[..., None] * hidden).sum(1))
+    np.testing.assert_allclose(_np(weights["modality_weights"]).sum(1), [1, 1, 1, 0], atol=1e-6)
+
+
+def _mha_scores(mha, query, value, key_mask):
+    q = np.einsum("btd,dhk->bhtk", query, _np(mha._query_dense.kernel))
+    k = np.einsum("bsd,dhk->bhsk", value, _np(mha._key_dense.kernel))
+    logits = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+    return numpy_softmax(logits, mask=key_mask[:, None, None, :])
+
+
+def test_cross_modal_attention_maps_match_numpy():
+    xs = random_inputs(SIZES, time_steps=STEPS)
+    layer = CrossModalAttention(units=8, modalities=["audio", "text"])
+    _, weights = layer(xs, element_mask=ELEMENT_MASK, return_weights=True)
+    hidden = [numpy_dense(p, x) for p, x in zip(layer.projections, xs)]
+    expected = _mha_scores(layer.blocks[0].attention, hidden[0], hidden[1], PAD_MASK)
+    _close(weights["audio_attends_text"], expected)
+    reverse = _mha_scores(layer.blocks[1].attention, hidden[1], hidden[0], ELEMENT_MASK[0])
+    _close(weights["text_attends_audio"], reverse * PAD_MASK[:, None, :, None])
+
+
+def test_cross_modal_attention_ignores_padding():
+    xs = random_inputs(SIZES, time_steps=STEPS)
+    layer = CrossModalAttention(units=8)
+    changed = [xs[0], xs[1] + 10.0 * (1 - PAD_MASK)[..., None]]
+    _close(layer(changed, element_mask=ELEMENT_MASK), _np(layer(xs, element_mask=ELEMENT_MASK)))
+    assert not np.allclose(_np(layer(changed)), _np(layer(xs)))
+
+
+def test_cross_modal_attention_is_n_modal():
+    xs = random_inputs((6, 10, 4), time_steps=(5, 7, 3))
+    layer = CrossModalAttention(units=8)
+    _, weights = layer(xs, return_weights=True)
+    assert len(weights) == 6 and weights["modality_2_attends_modality_0"].shape == (4, 2, 3, 5)
+    assert_absent_modality_ignored(layer, xs, absent=2)
+
+
+def _co_attention_numpy(layer, xs, masks):
+    q, v = [numpy_dense(p, x) * m[..., None] for p, x, m in zip(layer.projections, xs, masks)]
+    affinity = np.tanh(q @ _np(layer.affinity_kernel) @ v.transpose(0, 2, 1))
+    qw, vw = q @ _np(layer.query_kernel), v @ _np(layer.key_kernel)
+    h_v = np.tanh(vw + affinity.transpose(0, 2, 1) @ qw)
+    h_q = np.tanh(qw + affinity @ vw)
+    a_v = numpy_softmax(h_v @ _np(layer.key_score), mask=masks[1])
+    a_q = numpy_softmax(h_q @ _np(layer.query_score), mask=masks[0])
+    attended = (a_q[..., None] * q).sum(1) + (a_v[..., None] * v).sum(1)
+    return numpy_dense(layer.output_dense, attended, np.tanh), affinity, a_q, a_v
+
+
+def test_co_attention_matches_numpy():
+    xs = random_inputs(SIZES, time_steps=STEPS)
+    layer = CoAttention(units=8, attention_units=5)
+    out, weights = layer(xs, element_mask=ELEMENT_MASK, return_weights=True)
+    expected, affinity, a_q, a_v = _co_attention_numpy(layer, xs, ELEMENT_MASK)
+    _close(out, expected)
+    _close(weights["affinity"][:, 0], affinity)
+    _close(weights["attention_modality_0"][:, 0, 0], a_q)
+    _close(weights["attention_modality_1"][:, 0, 0], a_v)
+    assert np.all(_np(weights["affinity"])[0, 0, :, 4:] == 0)  # padded regions
+
+
+def test_stacked_attention_matches_numpy():
+    xs = random_inputs(SIZES, time_steps=STEPS)
+    layer = StackedAttention(units=8, attention_units=5, hops=3)
+    out, weights = layer(xs, element_mask=ELEMENT_MASK, return_weights=True)
+    u = numpy_dense(layer.question, xs[0].mean(1), np.tanh)
+    v = numpy_dense(layer.regions, xs[1], np.tanh)
+    for h in range(3):
+        query = u @ _np(layer.query_kernels[h]) + _np(layer.query_biases[h])
+        hidden = np.tanh(v @ _np(layer.region_kernels[h]) + query[:, None])
+        p = numpy_softmax(hidden @ _np(layer.scores[h]), mask=PAD_MASK)
+        _close(weights["region_attention"][:, h, 0], p)
+        u = u + (p[..., None] * v).sum(1)
+    _close(out, u)
+
+
+def test_bilinear_attention_matches_numpy():
+    xs = random_inputs(SIZES, time_steps=STEPS)
+    layer = BilinearAttention(units=8, attention_units=6, glimpses=3)
+    out, weights = layer(xs, element_mask=ELEMENT_MASK, return_weights=True)
+    relu = lambda a: np.maximum(a, 0)  # noqa: E731
+    x, y = numpy_dense(layer.question, xs[0]), xs[1]
+    logits = np.einsum("bik,gk,bjk->bgij", numpy_dense(layer.attention_x, x, relu),
+                       _np(layer.glimpse_vectors), numpy_dense(layer.attention_y, y, relu))
+    mask = np.broadcast_to(PAD_MASK[:, None, None, :], logits.shape).reshape(4, 3, -1)
+    maps = numpy_softmax(logits.reshape(4, 3, -1), mask=mask).reshape(4, 3, 5, 7)
+    _close(weights["bilinear_attention"], maps)
+    for g in range(3):
+        joint = np.einsum("bik,bij,bjk->bk", numpy_dense(layer.joint_x[g], x, relu), maps[:, g],
+                          numpy_dense(layer.joint_y[g], y, relu))
+        x = x + numpy_dense(layer.joint_out[g], joint)[:, None]
+    _close(out, x.sum(1))
+
+
+# Defaults are checked for every registered layer in test_every_layer.py;
+# these are the non-default configurations.
+VARIANTS = {
+    "attention_pooling": lambda: AttentionPooling(units=8, use_bias=False),
+    "cross_modal_attention": lambda: CrossModalAttention(units=8, num_heads=1, feed_forward=False),
+    "co_attention": lambda: CoAttention(units=8, attention_units=4),
+    "stacked_attention": lambda: StackedAttention(units=8, attention_units=4, hops=1),
+    "bilinear_attention": lambda: BilinearAttention(units=8, attention_units=4, glimpses=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_contract_of_variants(name, tmp_path):
+    layer = VARIANTS[name]
+    steps = None if layer().input_rank == 2 else STEPS
+    xs = random_inputs(SIZES, time_steps=steps)
+    presence = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], "float32")
+    assert_save_load_identical(layer(), xs, tmp_path, presence=presence)
+    assert_every_weight_gets_gradient(layer(), xs)
+    for absent in (0, 1):
+        assert_absent_modality_ignored(layer(), xs, absent=absent)
+    assert type(fusion.get(name, units=8)) is type(layer())
+
+
+def test_bad_element_mask_is_rejected():
+    xs = random_inputs(SIZES, time_steps=STEPS)
+    with pytest.raises(ValueError, match="modality_1.*\\(4, 7\\)"):
+        CoAttention(units=8)(xs, element_mask=[ELEMENT_MASK[0], PAD_MASK[:, :5]])

@@ -1,0 +1,131 @@
+import keras
+import numpy as np
+import pytest
+
+from mmfusion.fusion import MultimodalSets
+from tests.layer_checks import (
+    assert_absent_modality_ignored,
+    assert_every_weight_gets_gradient,
+    assert_save_load_identical,
+    numpy_dense,
+    numpy_softmax,
+    random_inputs,
+)
+
+SIZES, STEPS = (6, 10), (5, 7)
+POOLINGS = ("sum", "mean", "max", "transformer")
+# Example 0 has 3 elements of modality 0, example 1 two of modality 1;
+# example 3 has an empty modality 0.
+MASKS = [np.ones((4, 5), "float32"), np.ones((4, 7), "float32")]
+MASKS[0][0, 3:] = 0
+MASKS[1][1, 2:] = 0
+MASKS[0][3] = 0
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _elements(layer, xs):
+    """NumPy reference of the embedded set `(batch, ΣT, units)`."""
+    relu = lambda a: np.maximum(a, 0)  # noqa: E731
+    table = _np(layer.modality_embeddings)
+    return np.concatenate(
+        [numpy_dense(e, x, relu) + table[i] for i, (e, x) in enumerate(zip(layer.embeddings, xs))],
+        axis=1,
+    )
+
+
+@pytest.mark.parametrize("pooling", ["sum", "mean", "max"])
+def test_pooling_matches_numpy(pooling):
+    xs = random_inputs(SIZES, time_steps=STEPS)
+    layer = MultimodalSets(units=8, pooling=pooling)
+    out = _np(layer(xs, element_mask=MASKS))
+    elements, mask = _elements(layer, xs), np.concatenate(MASKS, 1)[..., None]
+    expected = {
+        "sum": (elements * mask).sum(1),
+        "mean": (elements * mask).sum(1) / mask.sum(1),
+        "max": np.where(mask > 0, elements, -np.inf).max(1),
+    }[pooling]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_max_pooling_importance_is_share_of_units_won():
+    xs = random_inputs(SIZES, time_steps=STEPS)
+    layer = MultimodalSets(units=8)
+    _, weights = layer(xs, element_mask=MASKS, return_weights=True)
+    elements, mask = _elements(layer, xs), np.concatenate(MASKS, 1)
+    winners = np.where(mask[..., None] > 0, elements, -np.inf).argmax(1)  # (batch, units)
+    expected = np.stack([np.bincount(w, minlength=12) / 8 for w in winners])
+    np.testing.assert_allclose(_np(weights["element_importance"]), expected, atol=1e-6)
+    np.testing.assert_allclose(_np(weights["element_importance"]).sum(1), 1.0, rtol=1e-6)
+
+
+def test_transformer_attention_matches_numpy():
+    xs = random_inputs(SIZES, time_steps=STEPS)
+    layer = MultimodalSets(units=8, pooling="transformer")
+    _, weights = layer(xs, element_mask=MASKS, return_weights=True)
+    tokens = np.concatenate([np.broadcast_to(_np(layer.cls_token), (4, 1, 8)),
+                             _elements(layer, xs)], axis=1)
+    mha = layer.encoder.attention
+    q = np.einsum("btd,dhk->bhtk", tokens, _np(mha._query_dense.kernel))
+    k = np.einsum("bsd,dhk->bhsk", tokens, _np(mha._key_dense.kernel))
+    valid = np.concatenate([np.ones((4, 1)), *MASKS], 1)
+    expected = numpy_softmax(q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1]),
+                             mask=valid[:, None, None, :])
+    expected = expected * valid[:, None, :, None]  # padded queries: zero rows
+    np.testing.assert_allclose(_np(weights["set_attention"]), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_set_is_permutation_and_padding_invariant(pooling):
+    xs = random_inputs(SIZES, time_steps=STEPS)
+    layer = MultimodalSets(units=8, pooling=pooling)
+    out = _np(layer(xs, element_mask=MASKS))
+    order = [[4, 2, 0, 1, 3], [6, 5, 4, 3, 0, 1, 2]]
+    permuted = [x[:, o] for x, o in zip(xs, order)]
+    permuted_masks = [m[:, o] for m, o in zip(MASKS, order)]
+    np.testing.assert_allclose(layer(permuted, element_mask=permuted_masks), out,
+                               rtol=1e-5, atol=1e-5)
+    padded_changed = [x + 7.0 * (1 - m)[..., None] for x, m in zip(xs, MASKS)]
+    np.testing.assert_allclose(layer(padded_changed, element_mask=MASKS), out,
+                               rtol=1e-5, atol=1e-5)
+    assert not np.allclose(_np(layer(padded_changed)), _np(layer(xs)))
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_missing_modality_is_absent_from_the_set(pooling):
+    xs = random_inputs(SIZES, time_steps=STEPS)
+    layer = MultimodalSets(units=8, pooling=pooling)
+    presence = np.array([[1, 0]] * 4, "float32")
+    empty = [np.ones((4, 5), "float32"), np.zeros((4, 7), "float32")]
+    np.testing.assert_allclose(layer(xs, presence=presence), layer(xs, element_mask=empty),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_element_mask_as_model_input_saves_and_loads(tmp_path):
+    xs = random_inputs(SIZES, time_steps=STEPS)
+    tensors = [keras.Input(shape=x.shape[1:]) for x in xs]
+    masks = [keras.Input(shape=(t,)) for t in STEPS]
+    layer = MultimodalSets(units=8, pooling="transformer")
+    model = keras.Model(tensors + masks, layer(tensors, element_mask=masks))
+    out = model.predict(xs + MASKS, verbose=0)
+    np.testing.assert_allclose(out, layer(xs, element_mask=MASKS), rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "sets.keras")
+    reloaded = keras.saving.load_model(tmp_path / "sets.keras")
+    np.testing.assert_array_equal(reloaded.predict(xs + MASKS, verbose=0), out)
+
+
+@pytest.mark.parametrize("pooling", ["sum", "mean", "transformer"])
+def test_contract_of_non_default_poolings(pooling, tmp_path):
+    xs = random_inputs(SIZES, time_steps=STEPS)
+    presence = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], "float32")
+    assert_save_load_identical(MultimodalSets(8, pooling), xs, tmp_path, presence=presence)
+    assert_every_weight_gets_gradient(MultimodalSets(8, pooling), xs)
+    for absent in (0, 1):
+        assert_absent_modality_ignored(MultimodalSets(8, pooling), xs, absent=absent)
+
+
+def test_unknown_pooling_is_rejected():
+    with pytest.raises(ValueError, match="pooling must be one of.*'median'"):
+        MultimodalSets(units=8, pooling="median")

@@ -1,0 +1,99 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import plugin_event_accumulator
+from tensorboard.util import tensor_util
+
+from mmfusion.inspect import FusionInspector
+from mmfusion.inspect.callbacks import map_images
+from mmfusion.inspect.report import read_events
+from tests.inspect.conftest import EPOCHS
+
+
+def histograms(run_dir):
+    """dict tag -> list of `(k, 3)` arrays (left edge, right edge, count) per step."""
+    acc = plugin_event_accumulator.EventAccumulator(
+        run_dir, size_guidance={plugin_event_accumulator.TENSORS: 0})
+    acc.Reload()
+    tags = acc.PluginTagToContent("histograms")
+    return {t: [tensor_util.make_ndarray(e.tensor_proto) for e in acc.Tensors(t)] for t in tags}
+
+
+def test_gmu_run_has_gate_scalars_histograms_and_ablation(runs):
+    scalars, images = read_events(runs["gmu"])
+    fusion = scalars["fusion"]
+    assert set(fusion) == {
+        "gmu/gates_mean/visual", "gmu/gates_mean/textual", "ablation/accuracy/all",
+        "ablation/accuracy/without_visual", "ablation/accuracy/without_textual"}
+    assert fusion["gmu/gates_mean/visual"][0] == list(range(EPOCHS))
+    for modality in ("visual", "textual"):
+        means = np.array(fusion[f"gmu/gates_mean/{modality}"][1])
+        assert np.all((means >= 0) & (means <= 1))
+    # Bimodal GMU: the gates are z and 1 - z.
+    total = np.add(fusion["gmu/gates_mean/visual"][1], fusion["gmu/gates_mean/textual"][1])
+    np.testing.assert_allclose(total, 1.0, atol=1e-5)
+    # Only visual carries the label: the network learns to open its gate.
+    assert fusion["gmu/gates_mean/visual"][1][-1] > 0.55
+    assert "train" in scalars and "validation" in scalars and not images
+
+    hist = histograms(os.path.join(runs["gmu"], "fusion"))
+    assert set(hist) == {"gmu/gates/visual", "gmu/gates/textual"}
+    for buckets in hist["gmu/gates/visual"]:
+        assert buckets[:, 0].min() >= 0 and buckets[:, 1].max() <= 1
+        assert buckets[:, 2].sum() == 256 * 8  # default probe_size x units
+
+
+@pytest.mark.parametrize("run", ["gmu", "sum_attention"])
+def test_ablating_the_informative_modality_drops_accuracy_to_chance(runs, run):
+    fusion = read_events(runs[run])[0]["fusion"]
+    final = {tag.rsplit("/", 1)[1]: values[-1] for tag, (_, values) in fusion.items()
+             if tag.startswith("ablation/accuracy/")}
+    assert final["all"] > 0.95
+    assert abs(final["without_visual"] - 0.5) < 0.12
+    assert final["without_textual"] > final["all"] - 0.05
+
+
+def test_weighted_sum_weights_sum_to_one_and_attention_maps_are_images(runs):
+    scalars, images = read_events(runs["sum_attention"])
+    fusion = scalars["fusion"]
+    steps, visual = fusion["weighted_sum/modality_weights/visual"]
+    _, textual = fusion["weighted_sum/modality_weights/textual"]
+    assert steps == [0, 2]  # freq=2 over 4 epochs
+    np.testing.assert_allclose(np.add(visual, textual), 1.0, atol=1e-5)
+    assert visual[-1] > textual[-1]
+    assert set(images["fusion"]) == {"co_attention/affinity", "co_attention/attention_visual",
+                                     "co_attention/attention_textual"}
+    pngs = images["fusion"]["co_attention/affinity"]
+    assert len(pngs) == 3 and all(p.startswith(b"\x89PNG") for p in pngs)
+
+
+def test_map_images_scales_each_map_and_tiles_heads():
+    maps = np.zeros((2, 2, 2, 3))
+    maps[:, 0] = [[0, 1, 2], [3, 4, 5]]
+    maps[:, 1] = 7.0  # a constant map becomes all zeros, not NaN
+    images = map_images(maps, max_images=4, min_size=4)
+    assert images.shape == (2, 4, 6 + 1 + 6, 1)
+    np.testing.assert_allclose(images[0, ::2, :6:2, 0], [[0, 0.2, 0.4], [0.6, 0.8, 1.0]])
+    assert images[0, :, 6, 0].max() == 0 and np.all(images[0, :, 7:, 0] == 0)
+
+
+def test_inspector_is_not_a_tensorboard_subclass_and_checks_freq():
+    assert not issubclass(FusionInspector, keras.callbacks.TensorBoard)
+    with pytest.raises(ValueError, match="freq"):
+        FusionInspector("logs", (np.zeros((2, 1)), np.zeros(2)), freq=0)
+
+
+def test_probe_batch_comes_from_arrays_or_the_first_dataset_batch():
+    import tensorflow as tf
+
+    from mmfusion.inspect.callbacks import _probe_batch
+
+    x = {"a": np.arange(10.0)[:, None]}
+    y = np.arange(10)
+    np.testing.assert_array_equal(_probe_batch((x, y, np.ones(10)), 4)[1], [0, 1, 2, 3])
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(6)
+    probe_x, probe_y = _probe_batch(dataset, 4)
+    np.testing.assert_array_equal(probe_x["a"][:, 0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(probe_y, [0, 1, 2, 3])

@@ -1,0 +1,50 @@
+import base64
+import io
+import re
+
+import matplotlib.image
+import numpy as np
+
+from mmfusion.cli import main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def embedded_images(page):
+    """dict alt text -> decoded bytes of every `data:image/png;base64` image."""
+    found = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)">', page)
+    return {alt: base64.b64decode(data) for data, alt in found}
+
+
+def test_report_command_embeds_every_plot_as_a_valid_png(runs, tmp_path, capsys):
+    output = tmp_path / "report.html"
+    main(["report", runs["sum_attention"], "--output", str(output)])
+    assert capsys.readouterr().out.strip() == str(output)
+    page = output.read_text(encoding="utf-8")
+    images = embedded_images(page)
+    assert page.count("<img ") == len(images)
+    expected = {
+        "training curve: epoch_accuracy", "training curve: epoch_loss",
+        "fusion: weighted_sum/modality_weights", "fusion: ablation/accuracy",
+        "modality contribution: accuracy",
+        "attention map: co_attention/affinity (example 0)",
+        "attention map: co_attention/attention_textual (example 2)",
+    }
+    assert expected <= set(images)
+    for png in images.values():
+        assert png.startswith(PNG_SIGNATURE)
+        pixels = matplotlib.image.imread(io.BytesIO(png), format="png")
+        assert pixels.ndim in (2, 3) and min(pixels.shape[:2]) >= 32
+
+
+def test_report_tables_give_final_metrics_and_contributions(runs, capsys):
+    main(["report", runs["gmu"]])
+    path = capsys.readouterr().out.strip()
+    assert path.endswith("report.html")
+    page = open(path, encoding="utf-8").read()
+    rows = dict(re.findall(r"<tr><td>accuracy</td><td>(\w+)</td>(?:<td>[^<]*</td>){2}"
+                           r"<td>([-0-9.]+)</td></tr>", page))
+    assert set(rows) == {"visual", "textual"}
+    assert float(rows["visual"]) > 0.35 > abs(float(rows["textual"]))
+    assert re.search(r"<td>validation</td><td>epoch_accuracy</td><td>0\.9\d+</td><td>4</td>", page)
+    assert "attention map" not in page and np.isfinite(float(rows["visual"]))

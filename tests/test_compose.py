@@ -1,0 +1,224 @@
+"""build_fusion_model: every registered vector fusion layer at every placement
+(builds, fits, reloads identically), the numbers each placement computes,
+presence masks, and clear errors."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from mmfusion import fusion
+from mmfusion.branches import image_cnn, tabular_mlp, text_lstm
+from mmfusion.compose import FusionPoint, PresenceColumns, build_fusion_model
+
+N = 8
+RNG = np.random.default_rng(0)
+X = {"a": RNG.normal(size=(N, 3)).astype("float32"),
+     "b": RNG.random((N, 4, 4, 1)).astype("float32")}
+Y = np.arange(N) % 3
+
+
+def branches():
+    return {"a": tabular_mlp(3, units=(5, 4), name="a"),
+            "b": image_cnn((4, 4, 1), filters=(2,), name="b")}
+
+
+def fits(n_inputs, cls):
+    return n_inputs >= cls.min_modalities and (cls.max_modalities is None
+                                               or n_inputs <= cls.max_modalities)
+
+
+def predict(model, x):
+    return model.predict(x, verbose=0, batch_size=N)
+
+
+def sub_outputs(model, names):
+    """Outputs of the named layers of `model` on X."""
+    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    outputs = probe.predict(X, verbose=0, batch_size=N)
+    return [np.asarray(o) for o in outputs] if len(names) > 1 else [np.asarray(outputs)]
+
+
+PLACEMENTS = {
+    "early": (2, lambda name: dict(fusion=name, placement="early")),
+    "intermediate": (2, lambda name: dict(fusion=name, taps={"a": "dense_1", "b": "block_1"})),
+    "late": (2, lambda name: dict(fusion=name, placement="late")),
+    "multi_point": (3, lambda name: dict(fusion=[
+        FusionPoint({"a": "dense_1", "b": "block_1"}, name, activation="relu"),
+        FusionPoint({"a": "vector", "b": "vector"}, name, activation="relu")])),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("placement", sorted(PLACEMENTS))
+def test_every_vector_fusion_layer_builds_fits_and_reloads(placement, tmp_path):
+    n_inputs, kwargs = PLACEMENTS[placement]
+    built = []
+    for name in fusion.available(input_rank=2):
+        if not fits(n_inputs, fusion.get_class(name)):
+            continue
+        keras.utils.set_random_seed(0)
+        model = build_fusion_model(branches(), num_outputs=3, units=8, head_units=(),
+                                   **kwargs(name))
+        # Eager: one step on tiny data is faster than tracing a train function.
+        model.compile("adam", "sparse_categorical_crossentropy", run_eagerly=True)
+        history = model.fit(X, Y, epochs=1, batch_size=N, verbose=0).history
+        assert np.isfinite(history["loss"][0]), name
+        before = np.asarray(model(X))
+        np.testing.assert_allclose(before.sum(axis=1), 1.0, rtol=1e-5)
+        path = os.path.join(str(tmp_path), f"{name}.keras")
+        model.save(path)
+        np.testing.assert_array_equal(np.asarray(keras.saving.load_model(path)(X)), before,
+                                      err_msg=name)
+        built.append(name)
+    assert "concat" in built and "gmu" in built
+
+
+def test_intermediate_concat_is_the_head_of_the_concatenated_taps():
+    model = build_fusion_model(branches(), "concat", num_outputs=3, units=None,
+                               taps={"a": "dense_1", "b": "block_1"}, head_units=())
+    a_branch = model.get_layer("a_branch")
+    b_branch = model.get_layer("b_branch")
+    dense_1 = np.asarray(a_branch(X["a"])["dense_1"])
+    block_1 = np.asarray(b_branch(X["b"])["block_1"]).reshape(N, -1)  # tap_pooling="flatten"
+    (fused,) = sub_outputs(model, ["fusion_1_concat"])
+    np.testing.assert_allclose(fused, np.concatenate([dense_1, block_1], axis=1), atol=1e-6)
+    w, b = model.get_layer("head_logits").get_weights()
+    logits = fused @ w + b
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(predict(model, X), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_avg_tap_pooling_averages_the_feature_map():
+    model = build_fusion_model(branches(), "concat", units=None, tap_pooling="avg",
+                               taps={"a": "vector", "b": "block_1"}, head_units=())
+    block_1 = np.asarray(model.get_layer("b_branch")(X["b"])["block_1"])
+    (pooled,) = sub_outputs(model, ["b_block_1_avg"])
+    np.testing.assert_allclose(pooled, block_1.mean(axis=(1, 2)), atol=1e-6)
+
+
+def test_early_fusion_joins_the_flattened_inputs():
+    model = build_fusion_model({"a": (3,), "b": (4, 4, 1)}, "concat", placement="early",
+                               units=None, head_units=())
+    (fused,) = sub_outputs(model, ["early_fusion"])
+    np.testing.assert_allclose(fused, np.concatenate([X["a"], X["b"].reshape(N, -1)], axis=1))
+    assert [t.name for t in model.inputs] == ["a", "b"]
+
+
+def test_late_average_is_the_mean_of_the_modality_logits():
+    model = build_fusion_model(branches(), "average", num_outputs=3, placement="late",
+                               head_units=(4,))
+    logits_a, logits_b = sub_outputs(model, ["a_head_logits", "b_head_logits"])
+    mean = (logits_a + logits_b) / 2
+    expected = np.exp(mean) / np.exp(mean).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(predict(model, X), expected, rtol=1e-4, atol=1e-6)
+    assert not model.get_layer("late_average").trainable_weights
+
+
+def test_late_weighted_learns_modality_weights_that_sum_to_one():
+    model = build_fusion_model(branches(), "weighted", num_outputs=3, placement="late")
+    layer = model.get_layer("late_weighted")
+    assert len(layer.trainable_weights) == 1
+    model.compile(keras.optimizers.Adam(0.1), "sparse_categorical_crossentropy")
+    model.fit(X, Y, epochs=3, batch_size=N, verbose=0)
+    theta = keras.ops.convert_to_numpy(keras.ops.softmax(layer.modality_logits))
+    assert abs(theta[0] - 0.5) > 1e-4 and abs(theta.sum() - 1) < 1e-6
+
+
+def test_multi_point_chain_is_mfas_form():
+    """h_1 = relu(W_1 [a.dense_1; b.block_1]), h_2 = relu(W_2 [a.vector; b.vector; h_1])."""
+    points = [FusionPoint({"a": "dense_1", "b": "block_1"}, "concat", "relu"),
+              FusionPoint({"a": "vector", "b": "vector"}, "concat", "relu")]
+    model = build_fusion_model(branches(), points, units=6, head_units=())
+    taps_a = model.get_layer("a_branch")(X["a"])
+    taps_b = model.get_layer("b_branch")(X["b"])
+    w1, b1 = model.get_layer("fusion_1_concat").get_weights()
+    w2, b2 = model.get_layer("fusion_2_concat").get_weights()
+    h1 = np.maximum(np.concatenate([np.asarray(taps_a["dense_1"]),
+                                    np.asarray(taps_b["block_1"]).reshape(N, -1)], 1) @ w1 + b1, 0)
+    joined = np.concatenate([np.asarray(taps_a["vector"]), np.asarray(taps_b["vector"]), h1], 1)
+    assert w2.shape == (4 + 8 + 6, 6)
+    (h2,) = sub_outputs(model, ["fusion_2_activation"])
+    np.testing.assert_allclose(h2, np.maximum(joined @ w2 + b2, 0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("placement", ["early", "intermediate", "late"])
+def test_absent_modality_is_ignored_with_presence(placement):
+    """With presence[:, b] = 0, changing b's input does not change predictions."""
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model(branches(), "weighted_sum" if placement != "late" else "average",
+                               num_outputs=3, units=8, placement=placement, presence=True)
+    presence = np.tile([[1.0, 0.0]], (N, 1)).astype("float32")
+    changed = dict(X, b=X["b"] + 5.0)
+    first = predict(model, dict(X, presence=presence))
+    np.testing.assert_allclose(predict(model, dict(changed, presence=presence)), first, atol=1e-6)
+    assert np.abs(predict(model, dict(changed, presence=np.ones_like(presence))) - first).max() > 1e-4
+
+
+def test_presence_columns_layer():
+    out = PresenceColumns([1], ones=2)(np.array([[0.0, 1.0], [1.0, 0.0]]))
+    np.testing.assert_array_equal(np.asarray(out), [[1, 1, 1], [0, 1, 1]])
+
+
+def test_unimodal_model_and_regression_head():
+    model = build_fusion_model({"a": tabular_mlp(3, units=(4,), name="a")}, None,
+                               head="regression", num_outputs=2, head_units=())
+    vector = np.asarray(model.get_layer("a_branch")(X["a"])["vector"])
+    w, b = model.get_layer("head_output").get_weights()
+    np.testing.assert_allclose(predict(model, {"a": X["a"]}), vector @ w + b, rtol=1e-5, atol=1e-6)
+
+
+def test_sequence_taps_reach_sequence_layers():
+    sequence_layers = [n for n in fusion.available(input_rank=3)
+                       if fits(2, fusion.get_class(n))]
+    if not sequence_layers:
+        pytest.skip("no sequence fusion layer registered yet")
+    text = {"t": text_lstm(10, sequence_length=4, embedding_dim=3, units=(4,), name="t"),
+            "b": image_cnn((4, 4, 1), filters=(2,), name="b")}
+    model = build_fusion_model(text, sequence_layers[0], units=8, num_outputs=3,
+                               taps={"t": "lstm_1", "b": "block_1"})
+    out = predict(model, {"t": np.ones((N, 4), "int32"), "b": X["b"]})
+    assert out.shape == (N, 3) and np.isfinite(out).all()
+    assert model.get_layer("b_block_1_to_sequence").output.shape == (None, 4, 2)
+    with pytest.raises(ValueError, match="rank 2.*rank-3 inputs.*sequence tap"):
+        build_fusion_model(text, sequence_layers[0], units=8, taps={"t": "vector", "b": "block_1"})
+
+
+def test_layer_names_read_naturally():
+    model = build_fusion_model(branches(), "gmu", num_outputs=3, units=8, presence=True)
+    names = [layer.name for layer in model.layers]
+    for expected in ["a", "b", "presence", "a_branch", "b_branch", "fusion_1_gmu",
+                     "head_dense_1", "head_logits", "prediction"]:
+        assert expected in names
+    assert model.get_layer("fusion_1_gmu").modality_names == ["a", "b"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(taps={"a": "dense_9", "b": "vector"}), "modality 'a' has no tap 'dense_9'.*dense_1"),
+    (dict(taps={"a": "vector", "c": "vector"}), "modality 'c', which has no branch"),
+    (dict(taps={"a": "vector", "b": "block_1"}, tap_pooling=None),
+     "tap 'block_1' of 'b' has rank 4.*takes vectors"),
+    (dict(placement="middle"), "placement must be one of"),
+    (dict(head="ranking"), "head must be one of"),
+    (dict(fusion="nope"), "Unknown fusion layer 'nope'"),
+    (dict(fusion=None), "exactly one modality"),
+    (dict(fusion=[FusionPoint({"a": "vector", "b": "vector"})], placement="late"),
+     "needs placement='intermediate'"),
+])
+def test_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_fusion_model(branches(), **kwargs)
+
+
+def test_mismatched_modality_names_and_counts():
+    with pytest.raises(ValueError, match="modality 'audio' must have one input named 'audio'"):
+        build_fusion_model({"audio": tabular_mlp(3, name="a"), "b": tabular_mlp(3, name="b")})
+    with pytest.raises(ValueError, match="must be a branch model"):
+        build_fusion_model({"a": (3,), "b": tabular_mlp(3, name="b")})
+    two_only = [n for n in fusion.available(input_rank=2)
+                if fusion.get_class(n).max_modalities == 2]
+    if two_only:
+        three = dict(branches(), c=tabular_mlp(2, units=(3,), name="c"))
+        with pytest.raises(ValueError, match="takes 2 to 2 inputs.*gives it 3"):
+            build_fusion_model(three, two_only[0], units=4)
