@@ -1,4 +1,4 @@
-"""The `mmfusion` command: demo, train, list."""
+"""The `mmfusion` command: demo, list, train, search, report."""
 
 import argparse
 import importlib

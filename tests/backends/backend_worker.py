@@ -35,7 +35,7 @@ def check_layer(name, directory):
     feeds = xs + [presence]
     target = np.random.default_rng(2).normal(size=(16, 1)).astype("float32")
     model = build_model(name, xs)
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="mse")
     losses = model.fit(feeds, target, epochs=8, batch_size=16, verbose=0).history["loss"]
     result = {"first_loss": losses[0], "last_loss": losses[-1]}
 
