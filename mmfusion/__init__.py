@@ -4,3 +4,5 @@ __version__ = "0.1.0"
 
 from mmfusion import fusion  # noqa: E402
 from mmfusion.fusion import FusionLayer, available, get  # noqa: E402
+
+__all__ = ["FusionLayer", "available", "fusion", "get"]

@@ -20,6 +20,11 @@ from mmfusion.branches.image import image_cnn
 from mmfusion.branches.tabular import tabular_mlp
 from mmfusion.branches.text import standardize_text, text_lstm, text_vectorizer
 
+__all__ = [
+    "VECTOR_TAP", "audio_cnn", "image_cnn", "standardize_text", "tabular_mlp", "tap_shapes",
+    "text_lstm", "text_vectorizer",
+]
+
 
 def tap_shapes(branch):
     """`{tap name: shape}` of a branch, with `None` for the batch axis.
@@ -29,6 +34,11 @@ def tap_shapes(branch):
 
     Returns:
         A dict in the branch's tap order.
+
+    Example:
+
+    >>> tap_shapes(image_cnn((8, 8, 1), filters=(4,)))
+    {'block_1': (None, 4, 4, 4), 'vector': (None, 64)}
     """
     if not isinstance(branch.output, dict):
         raise ValueError(

@@ -4,6 +4,8 @@ import keras
 
 from mmfusion.branches.common import VECTOR_TAP, conv_blocks, vector_tap
 
+__all__ = ["audio_cnn"]
+
 # Floor of the mel power before the dB conversion (-60 dB).
 MIN_POWER = 1e-6
 

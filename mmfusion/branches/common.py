@@ -2,6 +2,8 @@
 
 import keras
 
+__all__ = ["VECTOR_TAP", "conv_blocks", "dense_stack", "to_vector"]
+
 # Name of the tap every branch ends with: its final `(batch, d)` vector.
 VECTOR_TAP = "vector"
 POOLINGS = ("flatten", "avg", "max")
@@ -19,6 +21,13 @@ def conv_blocks(x, filters, kernel_size, pool_size, prefix):
 
     Returns:
         `(x, taps)`: the last block's output and a dict `block_i -> output`.
+
+    Example:
+
+    >>> inputs = keras.Input((8, 8, 1))
+    >>> x, taps = conv_blocks(inputs, filters=(4, 8), kernel_size=3, pool_size=2, prefix="image")
+    >>> tuple(x.shape), {name: tuple(t.shape) for name, t in taps.items()}
+    ((None, 2, 2, 8), {'block_1': (None, 4, 4, 4), 'block_2': (None, 2, 2, 8)})
     """
     taps = {}
     for i, n in enumerate(filters, start=1):
@@ -45,6 +54,12 @@ def to_vector(x, pooling, name):
 
     Returns:
         A rank-2 Keras tensor.
+
+    Example:
+
+    >>> sequence = keras.Input((5, 3))
+    >>> [tuple(to_vector(sequence, p, name=f"seq_{p}").shape) for p in ("flatten", "avg", "max")]
+    [(None, 15), (None, 3), (None, 3)]
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}; received '{pooling}'.")
@@ -78,8 +93,21 @@ def vector_tap(x, pooling, embedding_dim, dropout, prefix):
 def dense_stack(x, units, dropout, prefix, activation="relu"):
     """`Dense -> (Dropout)` layers named `{prefix}_dense_{i}`.
 
+    Args:
+        x: a rank-2 `(batch, d)` Keras tensor.
+        units: one size per dense layer.
+        dropout: dropout rate after each layer (0: none).
+        prefix: layer-name prefix.
+        activation: activation of every layer.
+
     Returns:
         `(x, taps)`: the last output and a dict `dense_i -> output`.
+
+    Example:
+
+    >>> x, taps = dense_stack(keras.Input((6,)), units=(8, 4), dropout=0.1, prefix="head")
+    >>> tuple(x.shape), {name: tuple(t.shape) for name, t in taps.items()}
+    ((None, 4), {'dense_1': (None, 8), 'dense_2': (None, 4)})
     """
     taps = {}
     for i, n in enumerate(units, start=1):

@@ -4,6 +4,8 @@ import keras
 
 from mmfusion.branches.common import VECTOR_TAP, conv_blocks, vector_tap
 
+__all__ = ["image_cnn"]
+
 
 def image_cnn(input_shape=(16, 16, 1), filters=(16, 32), kernel_size=3, pool_size=2,
               pooling="flatten", embedding_dim=None, dropout=0.0, name="image"):

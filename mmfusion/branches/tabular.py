@@ -4,6 +4,8 @@ import keras
 
 from mmfusion.branches.common import VECTOR_TAP, dense_stack
 
+__all__ = ["tabular_mlp"]
+
 
 def tabular_mlp(input_dim, units=(64, 32), dropout=0.0, activation="relu", name="tabular"):
     """A multilayer perceptron branch whose hidden layers are named taps.

@@ -6,6 +6,8 @@ import tensorflow_text as tf_text
 
 from mmfusion.branches.common import VECTOR_TAP
 
+__all__ = ["standardize_text", "text_lstm", "text_vectorizer"]
+
 
 def standardize_text(texts):
     """Unicode NFKC normalization and case folding (`tensorflow-text`), then
@@ -17,6 +19,11 @@ def standardize_text(texts):
 
     Returns:
         A string tensor of the same shape.
+
+    Example:
+
+    >>> [s.decode() for s in standardize_text(["Fünf, PLUS zwei!", "x=3*4"]).numpy()]
+    ['fünf  plus zwei ', 'x=3*4']
     """
     texts = tf_text.case_fold_utf8(tf_text.normalize_utf8(texts, "NFKC"))
     return tf.strings.regex_replace(texts, r"[^\p{L}\p{N}+\-*/=\s]", " ")

@@ -21,3 +21,12 @@ from mmfusion.fusion.registry import available, get, get_class, register
 from mmfusion.fusion.sets import MultimodalSets
 from mmfusion.fusion.simple import Concatenate, WeightedSum
 from mmfusion.fusion.tensor import LMF, TFN
+
+__all__ = [
+    "BLOCK", "GMU", "LMF", "MCB", "MFB", "MFH", "MLB", "MUTAN", "TFN",
+    "AttentionPooling", "AutoFusion", "BilinearAttention", "CoAttention", "Concatenate",
+    "CrossModalAttention", "FusionLayer", "GANFusion", "ModalityDropout", "MultimodalSets",
+    "StackedAttention", "Tucker", "WeightedSum",
+    "available", "get", "get_class", "mask_inputs", "masked_softmax", "register",
+    "renormalize",
+]

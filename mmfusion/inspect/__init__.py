@@ -2,3 +2,5 @@
 
 from mmfusion.inspect.callbacks import FusionInspector
 from mmfusion.inspect.probe import FusionProbe, fusion_weights, modality_ablation
+
+__all__ = ["FusionInspector", "FusionProbe", "fusion_weights", "modality_ablation"]

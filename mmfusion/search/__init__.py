@@ -40,3 +40,5 @@ the data, so pretrain the branches once and share their weights).
 from mmfusion.search.hypermodel import FusionHyperModel, MFASTuner
 from mmfusion.search.oracle import MFASOracle
 from mmfusion.search.space import FusionSpace
+
+__all__ = ["FusionHyperModel", "FusionSpace", "MFASOracle", "MFASTuner"]
