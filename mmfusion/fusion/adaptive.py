@@ -7,12 +7,31 @@ from mmfusion.fusion.attention import constructor_config, dense
 from mmfusion.fusion.base import EPSILON, FusionLayer, mask_inputs
 from mmfusion.fusion.registry import register
 
+__all__ = ["AutoFusion", "GANFusion", "reverse_gradient"]
+
 
 def reverse_gradient(x, weight):
     """Identity in the forward pass; multiplies the gradient by `-weight`.
 
     `stop_gradient(x (1 + w)) − w x` has the value x and the derivative −w,
     so it works on every backend without a custom gradient.
+
+    Args:
+        x: a tensor.
+        weight: the factor `w` of the reversed gradient (a float).
+
+    Returns:
+        A tensor equal to `x`.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> x = tf.Variable([1.0, 2.0])
+    >>> with tf.GradientTape() as tape:
+    ...     y = reverse_gradient(x, 0.5)
+    ...     total = tf.reduce_sum(y)
+    >>> y.numpy().tolist(), tape.gradient(total, x).numpy().tolist()
+    ([1.0, 2.0], [-0.5, -0.5])
     """
     return ops.stop_gradient(x * (1.0 + weight)) - weight * x
 

@@ -8,6 +8,11 @@ from keras import ops
 from mmfusion.fusion.base import EPSILON, FusionLayer, mask_inputs, masked_softmax
 from mmfusion.fusion.registry import register
 
+__all__ = [
+    "AttentionPooling", "BilinearAttention", "CoAttention", "CrossModalAttention",
+    "SequenceFusionLayer", "StackedAttention",
+]
+
 # Logit given to masked entries before the softmax; their weight is then
 # zeroed exactly, so the value only has to dominate real logits.
 MASKED_LOGIT = -1e9
@@ -63,6 +68,20 @@ class SequenceFusionLayer(FusionLayer):
     Call arguments (in addition to `FusionLayer`'s):
         element_mask: optional list (modality order) or dict (like `inputs`)
             of `(batch, T_i)` 0/1 masks: 1 for real timesteps, 0 for padding.
+
+    Example:
+
+    A layer concatenating each modality's mean over its valid timesteps:
+
+    >>> import numpy as np
+    >>> class MeanOfMeans(SequenceFusionLayer):
+    ...     def fuse(self, inputs, presence, training=None, element_mask=None):
+    ...         masks = self.timestep_masks(inputs, presence, element_mask)
+    ...         return ops.concatenate([masked_mean(x, m) for x, m in zip(inputs, masks)], -1), {}
+    >>> x = [np.ones((1, 3, 2)), np.arange(8.0).reshape(1, 4, 2)]
+    >>> padding = [np.ones((1, 3)), np.array([[1.0, 1.0, 0.0, 0.0]])]  # 2 padded steps
+    >>> ops.convert_to_numpy(MeanOfMeans()(x, element_mask=padding)).tolist()
+    [[1.0, 1.0, 1.0, 2.0]]
     """
 
     input_rank = 3

@@ -9,6 +9,8 @@ and returns the fused tensor (and, on request, the weights it learned to use).
 import keras
 from keras import ops
 
+__all__ = ["FusionLayer", "mask_inputs", "masked_softmax", "renormalize"]
+
 # Smallest denominator used when renormalizing weights over present
 # modalities: an all-absent row then gets all-zero weights instead of NaN.
 EPSILON = 1e-9
@@ -28,6 +30,21 @@ def _describe(shape):
 def mask_inputs(inputs, presence):
     """Zeroes every absent modality: `x_i * presence[:, i]`, broadcast over
     the feature (and time) axes. Returns `inputs` unchanged if `presence` is None.
+
+    Args:
+        inputs: list of modality tensors `(batch, ...)`, in modality order.
+        presence: `(batch, n)` 0/1 mask, or None.
+
+    Returns:
+        A list of tensors shaped like `inputs`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = [np.ones((2, 3)), np.ones((2, 2))]
+    >>> masked = mask_inputs(x, np.array([[1.0, 0.0], [1.0, 1.0]]))  # row 0: no modality 1
+    >>> [ops.convert_to_numpy(m).tolist() for m in masked]
+    [[[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]], [[0.0, 0.0], [1.0, 1.0]]]
     """
     if presence is None:
         return list(inputs)
@@ -49,6 +66,15 @@ def renormalize(weights, presence):
 
     Returns:
         Weights of the same shape; rows with no present modality are all zero.
+
+    Example:
+
+    >>> import numpy as np
+    >>> weights = np.array([[0.2, 0.3, 0.5], [0.2, 0.3, 0.5]])
+    >>> presence = np.array([[1, 0, 1], [0, 0, 0]])
+    >>> np.round(ops.convert_to_numpy(renormalize(weights, presence)), 3)
+    array([[0.286, 0.   , 0.714],
+           [0.   , 0.   , 0.   ]])
     """
     if presence is None:
         return weights
@@ -64,6 +90,22 @@ def masked_softmax(logits, presence):
 
     Absent modalities get weight 0; a row with no present modality gets all
     zeros (never NaN).
+
+    Args:
+        logits: scores with the modality axis at axis 1, e.g. `(batch, n)`.
+        presence: `(batch, n)` 0/1 mask, or None (a plain softmax).
+
+    Returns:
+        Weights of the same shape as `logits`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> logits = np.array([[1.0, 1.0, 5.0], [1.0, 2.0, 3.0]])
+    >>> presence = np.array([[1, 1, 0], [0, 0, 0]])
+    >>> np.round(ops.convert_to_numpy(masked_softmax(logits, presence)), 3)
+    array([[0.5, 0.5, 0. ],
+           [0. , 0. , 0. ]])
     """
     if presence is None:
         return ops.softmax(logits, axis=1)
@@ -101,6 +143,23 @@ class FusionLayer(keras.layers.Layer):
 
     Returns:
         The fused tensor, or `(fused, weights_dict)` if `return_weights`.
+
+    Example:
+
+    A fusion layer taking the elementwise maximum of same-size vectors
+    (absent modalities are zeroed first):
+
+    >>> import numpy as np
+    >>> class ElementwiseMax(FusionLayer):
+    ...     def fuse(self, inputs, presence, training=None):
+    ...         stacked = ops.stack(mask_inputs(inputs, presence), axis=1)
+    ...         return ops.max(stacked, axis=1), {}
+    >>> layer = ElementwiseMax(modalities=["audio", "video"])
+    >>> x = {"video": np.array([[1.0, 5.0]]), "audio": np.array([[3.0, 2.0]])}
+    >>> ops.convert_to_numpy(layer(x)).tolist(), layer.modality_names
+    ([[3.0, 5.0]], ['audio', 'video'])
+    >>> ops.convert_to_numpy(layer(x, presence=np.array([[0, 1]]))).tolist()  # no audio
+    [[1.0, 5.0]]
     """
 
     input_rank = 2

@@ -18,6 +18,8 @@ from keras import ops
 from mmfusion.fusion.base import FusionLayer
 from mmfusion.fusion.registry import register
 
+__all__ = ["BLOCK", "MCB", "MFB", "MFH", "MLB", "MUTAN", "Tucker", "signed_sqrt"]
+
 # Smoothing of the signed square root; its gradient at 0 is 1 / (2 sqrt(eps)).
 SQRT_EPSILON = 1e-6
 # Floor of the squared norm in the L2 normalization (an all-zero row stays zero).
@@ -32,6 +34,8 @@ def signed_sqrt(x, epsilon=SQRT_EPSILON):
     and within `sqrt(ε)` of `sign(x) sqrt(|x|)` elsewhere. The papers'
     `sign(x) sqrt(|x|)` has an infinite slope at 0: huge gradients near 0,
     and NaN at exact zeros when written `sqrt(relu(x)) − sqrt(relu(−x))`.
+
+    Example:
 
     >>> import numpy as np
     >>> np.round(ops.convert_to_numpy(signed_sqrt(np.array([-4.0, 0.0, 9.0]))), 3)

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+__all__ = ["ModalityDropout"]
+
 
 @keras.saving.register_keras_serializable(package="mmfusion")
 class ModalityDropout(keras.layers.Layer):

@@ -6,6 +6,8 @@ from keras import ops
 from mmfusion.fusion.base import FusionLayer, mask_inputs, renormalize
 from mmfusion.fusion.registry import register
 
+__all__ = ["GMU"]
+
 GATINGS = ("auto", "bimodal", "sigmoid", "softmax")
 
 

@@ -2,6 +2,8 @@
 
 import keras
 
+__all__ = ["available", "get", "get_class", "register"]
+
 _REGISTRY = {}
 
 
@@ -16,6 +18,21 @@ def register(name):
 
     Returns:
         The decorator.
+
+    Example:
+
+    >>> from keras import ops
+    >>> from mmfusion.fusion.base import FusionLayer
+    >>> @register("doc_elementwise_max")
+    ... class ElementwiseMax(FusionLayer):
+    ...     def fuse(self, inputs, presence, training=None):
+    ...         return ops.max(ops.stack(inputs, axis=1), axis=1), {}
+    >>> layer = get("doc_elementwise_max", name="max_fusion")
+    >>> type(layer).__name__, "doc_elementwise_max" in available()
+    ('ElementwiseMax', True)
+    >>> keras.saving.get_registered_name(ElementwiseMax)
+    'mmfusion>ElementwiseMax'
+    >>> _ = _REGISTRY.pop("doc_elementwise_max")  # leaves the registry as it was
     """
 
     def decorator(cls):
@@ -41,6 +58,11 @@ def available(input_rank=None):
 
     Returns:
         A sorted list of names.
+
+    Example:
+
+    >>> "gmu" in available(), "co_attention" in available(), "co_attention" in available(2)
+    (True, True, False)
     """
     return sorted(
         name
@@ -50,7 +72,14 @@ def available(input_rank=None):
 
 
 def get_class(name):
-    """The registered class for `name`; `ValueError` listing names if unknown."""
+    """The registered class for `name`; `ValueError` listing names if unknown.
+
+    Example:
+
+    >>> cls = get_class("gmu")
+    >>> cls.__name__, cls.registry_name, cls.input_rank, cls.max_modalities
+    ('GMU', 'gmu', 2, None)
+    """
     if name not in _REGISTRY:
         raise ValueError(
             f"Unknown fusion layer '{name}'. Available: {', '.join(available())}."

@@ -13,6 +13,8 @@ from mmfusion.fusion.attention import (
 from mmfusion.fusion.base import EPSILON
 from mmfusion.fusion.registry import register
 
+__all__ = ["MultimodalSets"]
+
 POOLINGS = ("sum", "mean", "max", "transformer")
 
 

@@ -6,6 +6,8 @@ from keras import ops
 from mmfusion.fusion.base import FusionLayer, mask_inputs, masked_softmax
 from mmfusion.fusion.registry import register
 
+__all__ = ["Concatenate", "WeightedSum"]
+
 
 @register("concat")
 class Concatenate(FusionLayer):

@@ -6,6 +6,8 @@ from keras import ops
 from mmfusion.fusion.base import FusionLayer, mask_inputs
 from mmfusion.fusion.registry import register
 
+__all__ = ["LMF", "TFN"]
+
 
 def append_one(x):
     """`[x; 1]`: appends a constant 1 to each row of a `(batch, d)` tensor."""
