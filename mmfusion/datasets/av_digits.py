@@ -39,6 +39,8 @@ WORDS = {
 FILLERS = ("something", "hmm", "whatever", "blah")
 TEMPLATES = ("{d}", "the digit {d}", "{a} plus {b}", "{a} minus {b}")
 
+__all__ = ["AVDigits", "digit_phrase", "load_av_digits"]
+
 
 @dataclass
 class AVDigits:
@@ -53,6 +55,20 @@ class AVDigits:
         recordings: `(n,)` FSDD file names.
         speakers: `(n,)` FSDD speakers.
         image_ids: `(n,)` indices into `sklearn.datasets.load_digits()`.
+
+    Example:
+
+    Splits come from `load_av_digits`; `take` selects examples:
+
+    >>> data = AVDigits(inputs={"image": np.zeros((3, 16, 16, 1)), "audio": np.zeros((3, 100))},
+    ...                 labels=np.array([4, 2, 4]),
+    ...                 degraded={"image": np.array([True, False, False]),
+    ...                           "audio": np.array([False, False, True])},
+    ...                 recordings=np.array(["4_ana_0.wav", "2_ana_0.wav", "4_bo_1.wav"]),
+    ...                 speakers=np.array(["ana", "ana", "bo"]), image_ids=np.array([10, 20, 30]))
+    >>> fours = data.take(data.labels == 4)
+    >>> len(fours), fours.speakers.tolist(), fours.degraded["audio"].tolist()
+    (2, ['ana', 'bo'], [False, True])
     """
 
     inputs: dict
@@ -194,6 +210,22 @@ def load_av_digits(fsdd_path=None, fsdd=None, audio_length=6000, test_speakers=N
 
     Returns:
         `(train, test)`, two `AVDigits`.
+
+    Example:
+
+    With stand-in recordings (one silent clip per digit) instead of FSDD:
+
+    >>> from mmfusion.datasets.fsdd import FSDDData
+    >>> def recordings(index):
+    ...     digits = np.arange(10, dtype="int32")
+    ...     return FSDDData(np.zeros((10, 100), "float32"), digits, np.array(["ana"] * 10),
+    ...                     np.full(10, index, "int32"),
+    ...                     np.array([f"{d}_ana_{index}.wav" for d in digits]))
+    >>> train, test = load_av_digits(fsdd=(recordings(5), recordings(0)), text=True)
+    >>> {m: x.shape for m, x in train.inputs.items()}
+    {'image': (10, 16, 16, 1), 'audio': (10, 100), 'text': (10,)}
+    >>> train.labels.tolist() == list(range(10)), sorted(test.degraded)
+    (True, ['audio', 'image', 'text'])
     """
     train_audio, test_audio = fsdd if fsdd is not None else load_fsdd(
         fsdd_path, length=audio_length, test_speakers=test_speakers)

@@ -21,6 +21,11 @@ SAMPLING_RATE = 8000
 OFFICIAL_TEST_INDICES = range(5)
 _NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 
+__all__ = [
+    "FSDDData", "download_fsdd", "find_recordings", "load_fsdd", "pad_or_crop", "read_wav",
+    "write_wav",
+]
+
 
 @dataclass
 class FSDDData:
@@ -32,6 +37,17 @@ class FSDDData:
         speakers: `(n,)` speaker names.
         indices: `(n,)` int32 recording indices.
         files: `(n,)` file names (unique ids of the recordings).
+
+    Example:
+
+    >>> data = FSDDData(waveforms=np.zeros((3, 4), "float32"),
+    ...                 labels=np.array([1, 2, 1], "int32"),
+    ...                 speakers=np.array(["ana", "bo", "bo"]),
+    ...                 indices=np.array([0, 5, 6], "int32"),
+    ...                 files=np.array(["1_ana_0.wav", "2_bo_5.wav", "1_bo_6.wav"]))
+    >>> ones = data.take(data.labels == 1)
+    >>> len(data), len(ones), ones.files.tolist()
+    (3, 2, ['1_ana_0.wav', '1_bo_6.wav'])
     """
 
     waveforms: np.ndarray
@@ -58,6 +74,23 @@ def download_fsdd(cache_dir=None):
 
     Returns:
         The path of the folder of WAV files.
+
+    Example:
+
+    With the archive already in the cache (here a one-file stand-in), nothing
+    is downloaded:
+
+    >>> import tarfile
+    >>> cache = getfixture("tmp_path")
+    >>> release = cache / f"free-spoken-digit-dataset-{FSDD_VERSION}"
+    >>> (release / "recordings").mkdir(parents=True)
+    >>> write_wav(str(release / "recordings" / "7_ana_0.wav"), np.zeros(80))
+    >>> (cache / "datasets").mkdir()
+    >>> with tarfile.open(cache / "datasets" / release.name, "w:gz") as archive:
+    ...     archive.add(release, arcname=release.name)
+    >>> folder = download_fsdd(cache_dir=str(cache))
+    >>> os.path.basename(folder), os.listdir(folder)
+    ('recordings', ['7_ana_0.wav'])
     """
     root = keras.utils.get_file(
         fname=f"free-spoken-digit-dataset-{FSDD_VERSION}", origin=FSDD_URL,
@@ -68,7 +101,16 @@ def download_fsdd(cache_dir=None):
 
 def find_recordings(path):
     """The folder holding the WAV files under `path` (`path` itself, or a
-    `recordings/` folder below it, as in the repository and its archive)."""
+    `recordings/` folder below it, as in the repository and its archive).
+
+    Example:
+
+    >>> root = getfixture("tmp_path")
+    >>> (root / "recordings").mkdir()
+    >>> write_wav(str(root / "recordings" / "0_bo_3.wav"), np.zeros(10))
+    >>> find_recordings(str(root)) == str(root / "recordings")
+    True
+    """
     for folder, _, files in os.walk(path):
         if any(_NAME.match(f) for f in files):
             return folder
@@ -80,6 +122,14 @@ def read_wav(filename):
 
     Returns:
         `(samples, sampling_rate)`.
+
+    Example:
+
+    >>> path = str(getfixture("tmp_path") / "steps.wav")
+    >>> write_wav(path, np.array([0.0, 0.5, -0.5, 1.0]), sampling_rate=16000)
+    >>> samples, rate = read_wav(path)
+    >>> samples.dtype, np.round(samples, 3).tolist(), rate
+    (dtype('float32'), [0.0, 0.5, -0.5, 1.0], 16000)
     """
     with wave.open(filename, "rb") as f:
         if f.getsampwidth() != 2:
@@ -122,8 +172,7 @@ def load_fsdd(path=None, length=6000, test_speakers=None, cache_dir=None):
 
     Example:
 
-    >>> import tempfile
-    >>> folder = tempfile.mkdtemp()
+    >>> folder = str(getfixture("tmp_path"))
     >>> for name in ["3_ana_0.wav", "3_ana_7.wav"]:
     ...     write_wav(os.path.join(folder, name), np.zeros(100, "float32"))
     >>> train, test = load_fsdd(folder, length=50)
@@ -158,7 +207,21 @@ def load_fsdd(path=None, length=6000, test_speakers=None, cache_dir=None):
 
 
 def write_wav(filename, samples, sampling_rate=SAMPLING_RATE):
-    """Writes float samples in [-1, 1] as a mono 16-bit PCM WAV file."""
+    """Writes float samples in [-1, 1] as a mono 16-bit PCM WAV file.
+
+    Args:
+        filename: path of the file to write.
+        samples: 1-D array of samples (values outside [-1, 1] are clipped).
+        sampling_rate: sampling rate in Hz.
+
+    Example:
+
+    >>> path = str(getfixture("tmp_path") / "tone.wav")
+    >>> write_wav(path, 0.5 * np.sin(np.arange(800) / 5.0))  # 0.1 s at 8 kHz
+    >>> samples, rate = read_wav(path)
+    >>> samples.shape, rate, round(float(samples.max()), 2)
+    ((800,), 8000, 0.5)
+    """
     pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
     with wave.open(filename, "wb") as f:
         f.setnchannels(1)

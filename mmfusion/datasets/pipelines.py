@@ -4,6 +4,8 @@ caching, prefetching, and text tokenization kept in the pipeline."""
 import numpy as np
 import tensorflow as tf
 
+__all__ = ["make_dataset", "wav_dataset"]
+
 
 def _tensor(values):
     values = np.asarray(values)
@@ -72,6 +74,16 @@ def wav_dataset(filenames, length, cache=True):
 
     Returns:
         An unbatched `tf.data.Dataset` of `(length,)` float32 waveforms.
+
+    Example:
+
+    >>> from mmfusion.datasets.fsdd import write_wav
+    >>> folder = getfixture("tmp_path")
+    >>> paths = [str(folder / "short.wav"), str(folder / "long.wav")]
+    >>> write_wav(paths[0], np.full(3, 0.5))
+    >>> write_wav(paths[1], np.linspace(-0.8, 0.8, 9))
+    >>> [np.round(w.numpy().astype(float), 1).tolist() for w in wav_dataset(paths, length=5)]
+    [[0.5, 0.5, 0.5, 0.0, 0.0], [-0.4, -0.2, 0.0, 0.2, 0.4]]
     """
     def decode(filename):
         audio, _ = tf.audio.decode_wav(tf.io.read_file(filename))

@@ -14,6 +14,8 @@ import numpy as np
 
 MODALITIES = ("visual", "textual")
 
+__all__ = ["MODALITIES", "SyntheticData", "load_gmu_synthetic", "make_gmu_task"]
+
 
 @dataclass
 class SyntheticData:
@@ -23,6 +25,12 @@ class SyntheticData:
         inputs: dict modality name -> `(n, dim)` float32 array.
         labels: `(n,)` int32 class C.
         switch: `(n,)` int32 hidden M (1: `visual` carries the signal).
+
+    Example:
+
+    >>> data = make_gmu_task(n_samples=6, seed=0)
+    >>> len(data), data.inputs["visual"].shape, data.labels.tolist(), data.switch.tolist()
+    (6, (6, 2), [1, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 1])
     """
 
     inputs: dict
