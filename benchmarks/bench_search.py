@@ -2,10 +2,15 @@
 the speed-up of trials on cached frozen-branch features over end-to-end trials.
 
     python benchmarks/bench_search.py [--task av_digits] [--trials 15] [--seeds 0 1 2]
+    python benchmarks/bench_search.py --skip-search --widths 1 4   # the speed-up only
 
 Prints JSON lines (one per measurement), then a table of the mean (± std over
 seeds) best validation accuracy after k trials; writes `search_curves.png`
-and `results.json` to `--output`. All searches share one set of pretrained,
+and `results.json` to `--output`. The speed-up compares, side by side and in
+alternating order, one trial (build + fit, `--epochs`) on cached features, on
+the frozen branches without the cache, and end to end (fresh branches), in
+wall and CPU seconds, for branches of each `--widths` multiplier; then how
+long end-to-end training takes to reach the cached trial's accuracy. All searches share one set of pretrained,
 frozen branches and their cached features (seed 0), so the oracles differ only
 in the architectures they pick.
 """
@@ -13,6 +18,7 @@ in the architectures they pick.
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 
@@ -31,56 +37,88 @@ def emit(record):
     return record
 
 
-def time_trials(hypermodel, x, y, validation, epochs, batch_size, repeats):
-    """Seconds per trial (build + fit) and per epoch after the first (no
-    tracing), `repeats` times, of the architecture that fuses every branch's
-    last tap (so end to end runs the whole branches)."""
+def cpu_seconds():
+    """CPU time of this process, all threads (steadier than wall time on a busy machine)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Wall and CPU seconds since `start` at the end of every epoch, and `val_accuracy`."""
+
+    def __init__(self, start):
+        super().__init__()
+        self.start = start
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        wall, cpu = self.start
+        self.epochs.append((time.perf_counter() - wall, cpu_seconds() - cpu,
+                            float(logs["val_accuracy"])))
+
+
+def trial(hypermodel, data, epochs, batch_size):
+    """One trial (build + fit) of the architecture fusing every branch's last
+    tap with concatenation, the one whose end-to-end trial runs the whole
+    branches. Returns the `EpochClock` records of its epochs."""
     import keras_tuner
-
-    class EpochTimes(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            epoch_times.append(time.perf_counter() - self.start)
 
     space = hypermodel.space
     hp = keras_tuner.HyperParameters()
     hypermodel.build(hp)  # registers the space
     hp.values.update(space.values([[taps[-1] for taps in space.taps.values()]
                                    + [space.fusions[0], space.activations[0]]]))
-    times, epoch_times = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model = hypermodel.build(hp)
-        model.fit(x, y, validation_data=validation, epochs=epochs, batch_size=batch_size,
-                  verbose=0, callbacks=[EpochTimes()])
-        times.append(time.perf_counter() - start)
-        del epoch_times[-epochs]  # the first epoch includes tracing
-    return times, epoch_times
+    clock = EpochClock((time.perf_counter(), cpu_seconds()))
+    model = hypermodel.build(hp)
+    (x, y), validation = data
+    model.fit(x, y, validation_data=validation, epochs=epochs, batch_size=batch_size,
+              verbose=0, callbacks=[clock])
+    return clock.epochs
 
 
-def speedup(task, features, args):
-    """End-to-end trials (fresh trainable branches, raw inputs) vs cached-feature trials."""
+def speedup(task, features, width, args):
+    """Seconds per trial on cached features vs on the frozen branches (no
+    cache) vs end to end (fresh trainable branches), and the time end-to-end
+    training needs to reach the cached trial's validation accuracy."""
     labels = {s: y for s, (_, y) in task.splits.items()}
+    packed = {s: pack(f) for s, f in features.items()}
+    raw = {s: x for s, (x, _) in task.splits.items()}
     cached = FusionHyperModel(feature_branches(features["train"]), task.num_classes,
                               fusions=["concat"], max_layers=1)
     fresh = {m: keras.models.clone_model(b) for m, b in task.branches.items()}
     for branch in fresh.values():  # new weights, trainable: trained end to end
         branch.trainable = True
-    end_to_end = cached.with_branches(fresh)
-    raw = {s: x for s, (x, _) in task.splits.items()}
-    common = dict(epochs=args.epochs, batch_size=args.batch_size, repeats=2)
-    t_e2e, e_e2e = time_trials(end_to_end, raw["train"], labels["train"],
-                               (raw["validation"], labels["validation"]), **common)
-    t_cached, e_cached = time_trials(cached, pack(features["train"]), labels["train"],
-                                     (pack(features["validation"]), labels["validation"]),
-                                     **common)
-    return emit({"measure": "seconds_per_trial", "epochs": args.epochs,
-                 "end_to_end": t_e2e, "cached": t_cached,
-                 "speedup_per_trial": float(np.mean(t_e2e) / np.mean(t_cached)),
-                 "end_to_end_epoch": e_e2e, "cached_epoch": e_cached,
-                 "speedup_per_epoch": float(np.median(e_e2e) / np.median(e_cached))})
+    modes = {
+        "cached": (cached, packed),
+        "frozen": (cached.with_branches(task.branches), raw),  # pretrained, frozen, uncached
+        "end_to_end": (cached.with_branches(fresh), raw),
+    }
+    runs = {mode: [] for mode in modes}
+    for repeat in range(args.repeats):  # alternate the order: the machine's load drifts
+        for mode in (list(modes) if repeat % 2 == 0 else list(modes)[::-1]):
+            hypermodel, inputs = modes[mode]
+            data = ((inputs["train"], labels["train"]), (inputs["validation"], labels["validation"]))
+            runs[mode].append(trial(hypermodel, data, args.epochs, args.batch_size))
+    summary = {mode: {"wall": float(np.median([r[-1][0] for r in rs])),
+                      "cpu": float(np.median([r[-1][1] for r in rs])),
+                      "val_accuracy": float(np.mean([max(e[2] for e in r) for r in rs]))}
+               for mode, rs in runs.items()}
+    # End to end until it matches what a cached trial reaches in `epochs` epochs.
+    hypermodel, inputs = modes["end_to_end"]
+    data = ((inputs["train"], labels["train"]), (inputs["validation"], labels["validation"]))
+    long_run = trial(hypermodel, data, args.match_epochs, args.batch_size)
+    target = summary["cached"]["val_accuracy"]
+    reached = next((i for i, e in enumerate(long_run) if e[2] >= target), None)
+    match = {"target_val_accuracy": target, "epochs": None if reached is None else reached + 1,
+             "best_val_accuracy": max(e[2] for e in long_run)}
+    if reached is not None:
+        match.update(wall=long_run[reached][0], cpu=long_run[reached][1],
+                     speedup_wall=long_run[reached][0] / summary["cached"]["wall"],
+                     speedup_cpu=long_run[reached][1] / summary["cached"]["cpu"])
+    ratios = {f"{mode}_over_cached_{clock}": summary[mode][clock] / summary["cached"][clock]
+              for mode in ("frozen", "end_to_end") for clock in ("wall", "cpu")}
+    return emit({"measure": "seconds_per_trial", "width": width, "epochs": args.epochs,
+                 "trials": summary, **ratios, "end_to_end_to_match_cached": match})
 
 
 def search_curve(task, features, oracle, seed, args):
@@ -141,6 +179,11 @@ def main(argv=None):
     parser.add_argument("--max-layers", type=int, default=2)
     parser.add_argument("--fusions", nargs="+", default=list(DEFAULT_FUSIONS))
     parser.add_argument("--output", default=os.path.join("runs", "bench_search"))
+    parser.add_argument("--widths", type=int, nargs="+", default=[1, 4],
+                        help="branch width multipliers of the speed-up measurement")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--match-epochs", type=int, default=30,
+                        help="end-to-end epochs allowed to match a cached trial's accuracy")
     parser.add_argument("--skip-speedup", action="store_true")
     parser.add_argument("--skip-search", action="store_true")
     args = parser.parse_args(argv)
@@ -155,7 +198,11 @@ def main(argv=None):
                    for m, taps in features["train"].items()}})
     results = {"task": args.task, "trials": args.trials, "epochs": args.epochs}
     if not args.skip_speedup:
-        results["speedup"] = speedup(task, features, args)
+        results["speedup"] = [speedup(task, features, 1, args)]
+        for width in (w for w in args.widths if w != 1):
+            wide = load_task(args.task, seed=0, width=width)
+            results["speedup"].append(speedup(
+                wide, prepare(wide, os.path.join(args.output, f"prepared-w{width}")), width, args))
     if not args.skip_search:
         curves = [search_curve(task, features, oracle, seed, args)
                   for seed in args.seeds for oracle in ORACLES]

@@ -32,6 +32,9 @@ import numpy as np
 
 from mmfusion.branches import VECTOR_TAP
 
+__all__ = ["FeatureCache", "TapSplit", "feature_branches", "pack", "pretrain_branch",
+           "transfer_weights"]
+
 
 def pretrain_branch(branch, x, y, num_classes, epochs=10, batch_size=64, learning_rate=1e-3,
                     validation_data=None, verbose=0):
@@ -51,6 +54,17 @@ def pretrain_branch(branch, x, y, num_classes, epochs=10, batch_size=64, learnin
 
     Returns:
         The Keras `History` of the training.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from mmfusion.branches import tabular_mlp
+    >>> branch = tabular_mlp(3, units=(8,), name="a")
+    >>> x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
+    >>> history = pretrain_branch(branch, x, (x[:, 0] > 0).astype("int32"), num_classes=2,
+    ...                           epochs=2)
+    >>> len(history.history["loss"]), branch.trainable
+    (2, False)
     """
     outputs = keras.layers.Dense(num_classes, activation="softmax",
                                  name=f"{branch.name}_pretrain_head")(branch.output[VECTOR_TAP])
@@ -82,6 +96,18 @@ class FeatureCache:
             `"avg"` or `"max"` (use the hypermodel's `tap_pooling`, so the
             cached fusion network fits the real branches).
         batch_size: batch size of the forward passes.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from mmfusion.branches import tabular_mlp
+    >>> cache = FeatureCache(str(getfixture("tmp_path")))
+    >>> branch = tabular_mlp(3, units=(4,), name="a")
+    >>> x = np.ones((5, 3), "float32")
+    >>> first = cache.taps(branch, x)      # computed and stored
+    >>> second = cache.taps(branch, x)     # read back from disk
+    >>> cache.misses, cache.hits, bool(np.array_equal(first["vector"], second["vector"]))
+    (1, 1, True)
     """
 
     def __init__(self, directory, pooling="flatten", batch_size=256):
@@ -129,6 +155,13 @@ class TapSplit(keras.layers.Layer):
     Args:
         names: tap names, in order.
         sizes: their feature sizes.
+
+    Example:
+
+    >>> import numpy as np
+    >>> parts = TapSplit(["a", "b"], [2, 3])(np.arange(10.0).reshape(2, 5))
+    >>> [np.asarray(parts[k]).tolist() for k in ("a", "b")]
+    [[[0.0, 1.0], [5.0, 6.0]], [[2.0, 3.0, 4.0], [7.0, 8.0, 9.0]]]
     """
 
     def __init__(self, names, sizes, **kwargs):
@@ -148,14 +181,32 @@ class TapSplit(keras.layers.Layer):
 
 
 def pack(features):
-    """`{modality: (n, sum of tap sizes)}` arrays, the inputs of `feature_branches`."""
+    """`{modality: (n, sum of tap sizes)}` arrays, the inputs of `feature_branches`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> features = {"a": {"block_1": np.zeros((4, 6)), "vector": np.ones((4, 2))}}
+    >>> pack(features)["a"].shape
+    (4, 8)
+    """
     return {m: np.concatenate(list(taps.values()), axis=1) for m, taps in features.items()}
 
 
 def feature_branches(features):
     """Stand-in branches over cached features: `{modality: model}`, each from
     the packed features of `pack(features)[modality]` (input named after the
-    modality) to the dict of its taps, with no weights."""
+    modality) to the dict of its taps, with no weights.
+
+    Example:
+
+    >>> import numpy as np
+    >>> features = {"a": {"block_1": np.zeros((4, 6)), "vector": np.ones((4, 2))}}
+    >>> stand_in = feature_branches(features)["a"]
+    >>> taps = stand_in(pack(features)["a"])
+    >>> {tap: tuple(x.shape) for tap, x in taps.items()}, len(stand_in.weights)
+    ({'block_1': (4, 6), 'vector': (4, 2)}, 0)
+    """
     branches = {}
     for m, taps in features.items():
         sizes = [x.shape[1] for x in taps.values()]
@@ -172,6 +223,20 @@ def transfer_weights(source, target):
 
     Returns:
         The names of the layers copied.
+
+    Example:
+
+    >>> import keras
+    >>> import numpy as np
+    >>> def network():
+    ...     inputs = keras.Input(shape=(3,))
+    ...     return keras.Model(inputs, keras.layers.Dense(2, name="head")(inputs))
+    >>> source, target = network(), network()
+    >>> transfer_weights(source, target)
+    ['head']
+    >>> x = np.ones((1, 3), "float32")
+    >>> bool(np.allclose(source.predict(x, verbose=0), target.predict(x, verbose=0)))
+    True
     """
     copied = []
     for layer in source.layers:

@@ -22,6 +22,8 @@ TASKS = ("synthetic", "av_digits")
 ORACLES = ("mfas", "random", "bayesian")
 DEFAULT_FUSIONS = ("concat", "gmu", "lmf", "mfb")
 
+__all__ = ["Task", "load_task", "make_tuner", "prepare", "run_search"]
+
 
 @dataclass
 class Task:
@@ -31,6 +33,17 @@ class Task:
         branches: dict modality -> untrained branch model.
         splits: dict `"train"`, `"validation"`, `"test"` -> `(inputs dict, labels)`.
         num_classes: number of classes.
+
+    Example (a task of your own; `run_search` accepts it):
+
+    >>> import numpy as np
+    >>> from mmfusion.branches import tabular_mlp
+    >>> x = {"a": np.zeros((8, 3), "float32"), "b": np.zeros((8, 2), "float32")}
+    >>> y = np.zeros(8, "int32")
+    >>> task = Task({"a": tabular_mlp(3, name="a"), "b": tabular_mlp(2, name="b")},
+    ...             {"train": (x, y), "validation": (x, y), "test": (x, y)}, num_classes=2)
+    >>> sorted(task.branches)
+    ['a', 'b']
     """
 
     branches: dict
@@ -46,7 +59,7 @@ def _split(inputs, labels, fraction, seed):
                  for index in (order[:cut], order[cut:]))
 
 
-def load_task(name, seed=0, fsdd_path=None):
+def load_task(name, seed=0, fsdd_path=None, width=1):
     """The branches and train / validation / test splits of a task.
 
     Args:
@@ -56,15 +69,23 @@ def load_task(name, seed=0, fsdd_path=None):
             copy next to the repository, else a download).
         seed: seed of the data and of the validation split (20% of train).
         fsdd_path: local FSDD folder for `"av_digits"`.
+        width: multiplier of the branches' filters and units (wider branches
+            cost more per end-to-end step, not per cached-feature step).
 
     Returns:
         A `Task`.
+
+    Example:
+
+    >>> task = load_task("synthetic")
+    >>> {split: len(y) for split, (_, y) in task.splits.items()}, task.num_classes
+    ({'train': 1600, 'validation': 400, 'test': 1000}, 2)
     """
     if name == "synthetic":
         from mmfusion.datasets.synthetic import load_gmu_synthetic
 
         train, test = load_gmu_synthetic(n_train=2000, n_test=1000, seed=seed)
-        branches = {m: tabular_mlp(x.shape[1], units=(32, 16, 16), name=m)
+        branches = {m: tabular_mlp(x.shape[1], units=(32 * width, 16 * width, 16), name=m)
                     for m, x in train.inputs.items()}
         num_classes = 2
     elif name == "av_digits":
@@ -73,9 +94,11 @@ def load_task(name, seed=0, fsdd_path=None):
 
         train, test = load_av_digits(fsdd_path or default_fsdd_path(), seed=seed)
         branches = {
-            "image": image_cnn((16, 16, 1), filters=(16, 32), embedding_dim=64, name="image"),
-            "audio": audio_cnn(train.inputs["audio"].shape[1], filters=(16, 32, 32),
-                               embedding_dim=64, name="audio"),
+            "image": image_cnn((16, 16, 1), filters=(16 * width, 32 * width), embedding_dim=64,
+                               name="image"),
+            "audio": audio_cnn(train.inputs["audio"].shape[1],
+                               filters=(16 * width, 32 * width, 32 * width), embedding_dim=64,
+                               name="audio"),
         }
         num_classes = 10
     else:
@@ -94,6 +117,13 @@ def prepare(task, directory, pretrain_epochs=10, verbose=0):
 
     Returns:
         `{split: {modality: {tap: array}}}` for the task's splits.
+
+    Example:
+
+    >>> task = load_task("synthetic")
+    >>> features = prepare(task, str(getfixture("tmp_path")), pretrain_epochs=1)
+    >>> {tap: x.shape for tap, x in features["validation"]["visual"].items()}
+    {'dense_1': (400, 32), 'dense_2': (400, 16), 'vector': (400, 16)}
     """
     x, y = task.splits["train"]
     for m, branch in task.branches.items():
@@ -118,6 +148,15 @@ def make_tuner(oracle, hypermodel, max_trials, directory, project_name="search",
     For MFAS the step sizes follow the budget: the first step evaluates
     `max(2, max_trials // 3)` one-layer architectures, later steps
     `max(2, max_trials // 6)`, extending the 3 best.
+
+    Example:
+
+    >>> from mmfusion.branches import tabular_mlp
+    >>> hypermodel = FusionHyperModel(
+    ...     {"a": tabular_mlp(3, name="a"), "b": tabular_mlp(2, name="b")}, num_classes=2)
+    >>> tuner = make_tuner("random", hypermodel, 4, str(getfixture("tmp_path")))
+    >>> type(tuner.oracle).__name__, tuner.oracle.max_trials
+    ('RandomSearchOracle', 4)
     """
     common = dict(objective=objective, max_trials=max_trials, seed=seed, directory=directory,
                   project_name=project_name, overwrite=overwrite)
@@ -157,6 +196,24 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
         A dict: `architecture` (readable), `values` (best hyperparameters),
         `validation_accuracy`, `test_accuracy` (of the exported model on the
         real branches) and `model_path`.
+
+    Example (two quick trials on a small task of your own, see `Task`):
+
+    >>> import keras
+    >>> import numpy as np
+    >>> from mmfusion.branches import tabular_mlp
+    >>> rng = np.random.default_rng(0)
+    >>> x = {"a": rng.normal(size=(64, 3)).astype("float32"),
+    ...      "b": rng.normal(size=(64, 2)).astype("float32")}
+    >>> y = (x["a"][:, 0] > 0).astype("int32")
+    >>> task = Task({"a": tabular_mlp(3, units=(8,), name="a"),
+    ...              "b": tabular_mlp(2, units=(8,), name="b")},
+    ...             {"train": (x, y), "validation": (x, y), "test": (x, y)}, num_classes=2)
+    >>> result = run_search(task, "random", trials=2, directory=str(getfixture("tmp_path")),
+    ...                     epochs=1, fusions=["concat"], max_layers=1, pretrain_epochs=1,
+    ...                     verbose=0)
+    >>> keras.models.load_model(result["model_path"]).output_shape
+    (None, 2)
     """
     task = load_task(task, seed) if isinstance(task, str) else task
     features = prepare(task, directory, pretrain_epochs)
