@@ -4,6 +4,8 @@ import argparse
 import importlib
 import sys
 
+__all__ = ["build_parser", "main"]
+
 
 def _demo(args):
     from mmfusion.demo import run_demo
@@ -51,6 +53,18 @@ def _train(args):
 
 
 def build_parser():
+    """The `argparse` parser of the `mmfusion` command and its subcommands.
+
+    Returns:
+        An `argparse.ArgumentParser`; each subcommand sets `args.run`, the
+        function that runs it.
+
+    Example:
+
+    >>> args = build_parser().parse_args(["search", "synthetic", "--trials", "3"])
+    >>> args.command, args.recipe, args.trials, args.oracle, args.max_layers
+    ('search', 'synthetic', 3, 'mfas', 2)
+    """
     parser = argparse.ArgumentParser(prog="mmfusion", description="Multimodal fusion for Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -94,6 +108,18 @@ def build_parser():
 
 
 def main(argv=None):
+    """Runs the `mmfusion` command.
+
+    Args:
+        argv: the arguments after `mmfusion` (default: `sys.argv[1:]`).
+
+    Example:
+
+    >>> main(["list"])  # doctest: +ELLIPSIS
+    attention_pooling        AttentionPooling             N-modal, vectors
+    ...
+    weighted_sum             WeightedSum                  N-modal, vectors
+    """
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     args.run(args)
 

@@ -37,6 +37,8 @@ LATE_COMBINERS = ("average", "weighted")
 PRESENCE = "presence"
 PREVIOUS = "previous"
 
+__all__ = ["FusionPoint", "PresenceColumns", "build_fusion_model"]
+
 
 @dataclass
 class FusionPoint:
@@ -48,6 +50,21 @@ class FusionPoint:
         activation: activation applied to the layer's output (None: none).
         kwargs: constructor arguments when `fusion` is a name (default
             `units=` is the model's `units`).
+
+    Example:
+
+    A two-layer chain: concatenate a hidden tap of `a` with `b`'s vector,
+    then fuse that with `a`'s vector by a GMU:
+
+    >>> from mmfusion.branches import tabular_mlp
+    >>> branches = {"a": tabular_mlp(3, units=(8, 4), name="a"),
+    ...             "b": tabular_mlp(5, units=(4,), name="b")}
+    >>> points = [FusionPoint({"a": "dense_1", "b": "vector"}, "concat", activation="relu"),
+    ...           FusionPoint({"a": "vector"}, "gmu", kwargs={"units": 6})]
+    >>> model = build_fusion_model(branches, points, units=8)
+    >>> [(layer.name, layer.output.shape[-1]) for layer in model.layers
+    ...  if layer.name.startswith("fusion_")]
+    [('fusion_1_concat', 8), ('fusion_1_activation', 8), ('fusion_2_gmu', 6)]
     """
 
     taps: dict

@@ -16,6 +16,8 @@ from mmfusion import fusion
 from mmfusion.datasets.synthetic import MODALITIES, load_gmu_synthetic
 from mmfusion.inspect import fusion_weights
 
+__all__ = ["build_synthetic_model", "plot_gate", "run_demo", "train_synthetic", "visual_gate"]
+
 
 def build_synthetic_model(fusion_name, dim=2, units=16, seed=0):
     """A binary classifier over the two synthetic modalities.
@@ -48,13 +50,44 @@ def build_synthetic_model(fusion_name, dim=2, units=16, seed=0):
 
 
 def visual_gate(model, inputs):
-    """Mean over units of the GMU gate on the `visual` modality, per example."""
+    """Mean over units of the GMU gate on the `visual` modality, per example.
+
+    Args:
+        model: a model from `build_synthetic_model("gmu")`.
+        inputs: dict modality -> `(n, dim)` array.
+
+    Returns:
+        `(n,)` array in (0, 1).
+
+    Example:
+
+    >>> from mmfusion.datasets.synthetic import make_gmu_task
+    >>> data = make_gmu_task(n_samples=5)
+    >>> gate = visual_gate(build_synthetic_model("gmu"), data.inputs)
+    >>> gate.shape, bool(((gate > 0) & (gate < 1)).all())
+    ((5,), True)
+    """
     gates = fusion_weights(model, "gmu_fusion", inputs)["gates"]
     return gates[:, MODALITIES.index("visual"), :].mean(axis=1)
 
 
 def plot_gate(gate, data, path):
-    """PNG: the visual gate over both input planes and its histogram per M."""
+    """PNG: the visual gate over both input planes and its histogram per M.
+
+    Args:
+        gate: `(n,)` gate values (see `visual_gate`).
+        data: the `SyntheticData` the gate was computed on.
+        path: path of the PNG file.
+
+    Example:
+
+    >>> from mmfusion.datasets.synthetic import make_gmu_task
+    >>> data = make_gmu_task(n_samples=20)
+    >>> path = getfixture("tmp_path") / "gate.png"
+    >>> plot_gate(np.linspace(0, 1, 20), data, str(path))
+    >>> path.read_bytes()[:4]
+    b'\\x89PNG'
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,7 +112,25 @@ def plot_gate(gate, data, path):
 
 
 def train_synthetic(fusion_name, train, test, epochs=30, log_dir=None, seed=0, verbose=2):
-    """Fits `build_synthetic_model(fusion_name)` and returns `(model, test_accuracy)`."""
+    """Fits `build_synthetic_model(fusion_name)` and returns `(model, test_accuracy)`.
+
+    Args:
+        fusion_name: registered fusion layer name, e.g. `"gmu"` or `"concat"`.
+        train: training `SyntheticData` (10% of it validates).
+        test: test `SyntheticData`.
+        epochs: training epochs (Adam, learning rate 0.01, batch size 64).
+        log_dir: optional TensorBoard log directory.
+        seed: seed of the weight initialization.
+        verbose: `model.fit` verbosity.
+
+    Example:
+
+    >>> from mmfusion.datasets.synthetic import load_gmu_synthetic
+    >>> train, test = load_gmu_synthetic(n_train=32, n_test=16)
+    >>> model, accuracy = train_synthetic("gmu", train, test, epochs=1, verbose=0)
+    >>> model.name, 0.0 <= accuracy <= 1.0
+    ('gmu_synthetic', True)
+    """
     model = build_synthetic_model(fusion_name, dim=train.inputs["visual"].shape[1], seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy",
                   metrics=["accuracy"])
@@ -91,7 +142,38 @@ def train_synthetic(fusion_name, train, test, epochs=30, log_dir=None, seed=0, v
 
 
 def run_demo(output_dir="mmfusion-demo", epochs=30, seed=0, verbose=2):
-    """Runs the demo and returns its results dict (also written as JSON)."""
+    """Runs the demo and returns its results dict (also written as JSON).
+
+    Trains the concatenation and GMU models on 2000 examples of the
+    synthetic task, evaluates them on 1000 more, and writes into
+    `output_dir` the TensorBoard logs (`tensorboard/`), the gate plot
+    (`gmu_gate.png`, see `plot_gate`) and the results (`results.json`).
+
+    Args:
+        output_dir: folder of the outputs (created if needed).
+        epochs: training epochs of each model.
+        seed: seed of the data and of the weight initialization.
+        verbose: `model.fit` verbosity.
+
+    Returns:
+        Dict with `"concat_test_accuracy"`, `"gmu_test_accuracy"` and
+        `"gmu_gate_auc"` (ROC AUC of the visual gate against the hidden switch M).
+
+    Example:
+
+    `epochs=0` here only runs the pipeline (untrained models, chance-level
+    results); the command `mmfusion demo` trains for 30 epochs.
+
+    >>> output = getfixture("tmp_path")
+    >>> results = run_demo(str(output), epochs=0, verbose=0)  # doctest: +ELLIPSIS
+    <BLANKLINE>
+    == training the concat model ==
+    ...
+    GMU gate vs hidden switch M: ROC AUC ...
+    >>> sorted(results), sorted(os.listdir(output))  # doctest: +NORMALIZE_WHITESPACE
+    (['concat_test_accuracy', 'gmu_gate_auc', 'gmu_test_accuracy'],
+     ['gmu_gate.png', 'results.json', 'tensorboard'])
+    """
     os.makedirs(output_dir, exist_ok=True)
     train, test = load_gmu_synthetic(n_train=2000, n_test=1000, seed=seed)
     results = {}
