@@ -30,6 +30,8 @@ from mmfusion.inspect.probe import FusionProbe, modality_ablation
 RUN = "fusion"
 ABLATION = "ablation"
 
+__all__ = ["FusionInspector", "map_images"]
+
 
 def _probe_batch(validation_data, size):
     """`(x, y)` of the first `size` examples of `(x, y[, sample_weight])`
@@ -149,6 +151,23 @@ class FusionInspector(keras.callbacks.Callback):
     ])
     # tensorboard --logdir logs/run1   or   mmfusion report logs/run1
     ```
+
+    Example:
+
+    >>> import numpy as np
+    >>> from mmfusion.fusion import GMU
+    >>> from mmfusion.inspect.report import read_events
+    >>> a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    >>> fused = GMU(4, modalities=["a", "b"], name="gmu")([a, b])
+    >>> model = keras.Model({"a": a, "b": b}, keras.layers.Dense(1, activation="sigmoid")(fused))
+    >>> model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    >>> x, y = {"a": np.ones((8, 3)), "b": np.zeros((8, 2))}, np.ones((8, 1))
+    >>> log_dir = str(getfixture("tmp_path"))
+    >>> _ = model.fit(x, y, epochs=1, verbose=0, callbacks=[FusionInspector(log_dir, (x, y))])
+    >>> scalars, _ = read_events(log_dir)
+    >>> sorted(scalars["fusion"])  # doctest: +NORMALIZE_WHITESPACE
+    ['ablation/accuracy/all', 'ablation/accuracy/without_a', 'ablation/accuracy/without_b',
+     'gmu/gates_mean/a', 'gmu/gates_mean/b']
     """
 
     def __init__(self, log_dir, validation_data, freq=1, probe_size=256, metric=None,

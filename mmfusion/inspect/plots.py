@@ -15,6 +15,11 @@ from matplotlib.ticker import MaxNLocator
 from mmfusion.fusion.base import FusionLayer
 from mmfusion.inspect.probe import _own_node
 
+__all__ = [
+    "contribution_bars", "fusion_diagram", "gate_vs_switch", "png_bytes", "search_progress",
+    "weight_trajectories",
+]
+
 
 def _finish(fig, path):
     fig.tight_layout()

@@ -7,6 +7,8 @@ import numpy as np
 from mmfusion.compose import PRESENCE
 from mmfusion.fusion.base import FusionLayer
 
+__all__ = ["FusionProbe", "fusion_weights", "modality_ablation"]
+
 
 def _contains_fusion(layer):
     if isinstance(layer, FusionLayer):

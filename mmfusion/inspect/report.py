@@ -17,6 +17,8 @@ from tensorboard.util import tensor_util
 from mmfusion.inspect.callbacks import ABLATION, RUN
 from mmfusion.inspect.plots import contribution_bars, png_bytes, weight_trajectories
 
+__all__ = ["build_report", "read_events"]
+
 PAGE = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -42,6 +44,20 @@ def read_events(logdir):
         `(scalars, images)`: `scalars[run][tag]` is `(steps, values)` (lists,
         in the order written) and `images[run][tag]` the list of PNG bytes
         of the tag's last step.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> logdir = getfixture("tmp_path")
+    >>> writer = tf.summary.create_file_writer(str(logdir / "train"))
+    >>> with writer.as_default():
+    ...     for step, loss in enumerate([0.9, 0.5]):
+    ...         _ = tf.summary.scalar("epoch_loss", loss, step=step)
+    >>> writer.close()
+    >>> scalars, images = read_events(str(logdir))
+    >>> steps, values = scalars["train"]["epoch_loss"]
+    >>> steps, [round(v, 2) for v in values], images
+    ([0, 1], [0.9, 0.5], {})
     """
     mux = EventMultiplexer(size_guidance={plugin_event_accumulator.TENSORS: 0})
     mux.AddRunsFromDirectory(logdir)
@@ -115,6 +131,21 @@ def build_report(logdir, output=None):
 
     Returns:
         The path of the HTML file.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> logdir = getfixture("tmp_path")
+    >>> writer = tf.summary.create_file_writer(str(logdir / "train"))
+    >>> with writer.as_default():
+    ...     for step, loss in enumerate([0.9, 0.5]):
+    ...         _ = tf.summary.scalar("epoch_loss", loss, step=step)
+    >>> writer.close()
+    >>> path = build_report(str(logdir))
+    >>> with open(path, encoding="utf-8") as f:
+    ...     page = f.read()
+    >>> os.path.basename(path), "training curve: epoch_loss" in page
+    ('report.html', True)
     """
     scalars, images = read_events(logdir)
     if not scalars and not images:

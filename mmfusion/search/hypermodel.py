@@ -11,6 +11,8 @@ from mmfusion.compose import build_fusion_model
 from mmfusion.search.oracle import MFASOracle
 from mmfusion.search.space import FusionSpace
 
+__all__ = ["FusionHyperModel", "MFASTuner"]
+
 
 class FusionHyperModel(keras_tuner.HyperModel):
     """Searches where and how to fuse modality branches (and a few training settings).

@@ -36,6 +36,8 @@ import numpy as np
 from mmfusion.search.space import architecture_key
 from mmfusion.search.surrogate import Surrogate
 
+__all__ = ["MFASOracle"]
+
 _STATUS = keras_tuner.engine.trial.TrialStatus
 
 

@@ -25,6 +25,8 @@ from mmfusion.compose import FusionPoint
 
 NUM_LAYERS = "fusion_layers"
 
+__all__ = ["FusionSpace", "architecture_key"]
+
 
 def _fits(name, n_inputs):
     cls = fusion_lib.get_class(name)
@@ -36,7 +38,16 @@ def _fits(name, n_inputs):
 
 
 def architecture_key(architecture):
-    """A canonical string for an architecture (used to detect duplicates)."""
+    """A canonical string for an architecture (used to detect duplicates).
+
+    Example:
+
+    >>> key = architecture_key([("h1", "vector", "concat", "relu")])
+    >>> key
+    '[["h1", "vector", "concat", "relu"]]'
+    >>> key == architecture_key([["h1", "vector", "concat", "relu"]])  # tuples or lists
+    True
+    """
     return json.dumps([list(layer) for layer in architecture])
 
 

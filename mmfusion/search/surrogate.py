@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 
+__all__ = ["Surrogate"]
+
 
 class Surrogate:
     """Predicts the score of fusion architectures from `FusionSpace.encode` codes.
