@@ -227,6 +227,9 @@ class _Graph:
         op = tensor._keras_history[0]
         if id(op) in self._fusion_ids or op._inbound_nodes[0].is_input:
             return op.name
+        sources = self._sources(tensor)
+        if len(sources) == 1 and sources <= {l.name for l in self.fusion}:
+            return sources.pop()  # e.g. the activation between two fusion layers of a chain
         key = f"tap:{id(tensor)}"
         self.boxes[key] = (_tap_label(tensor), 1)
         for source in sorted(self._sources(tensor)):

@@ -44,6 +44,23 @@ def test_fusion_diagram_draws_taps_fusion_chain_presence_and_output(tmp_path):
     assert (tmp_path / "diagram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_fusion_diagram_links_a_chain_through_the_activation_between_fusion_layers():
+    # MFAS chains put an activation after every fusion layer: the next fusion layer reads it,
+    # and the diagram must still draw fusion_1 -> fusion_2 (one column further), not a tap.
+    branches = {m: tabular_mlp(d, units=(4, 4), name=m) for m, d in (("a", 3), ("b", 5))}
+    model = build_fusion_model(branches, [
+        FusionPoint(taps={"a": "dense_1", "b": "vector"}, fusion="concat", activation="relu"),
+        FusionPoint(taps={"a": "vector", "b": "vector"}, fusion="gmu", activation="tanh"),
+    ], num_outputs=3, units=8)
+    graph = _Graph(model)
+    labels = {key: label.split("\n")[0] for key, (label, _) in graph.boxes.items()}
+    columns = {labels[key]: column for key, (_, column) in graph.boxes.items()}
+    assert columns["fusion_1_concat"] == 2 and columns["fusion_2_gmu"] == 3
+    arrows = {(labels[a], labels[b]) for a, b, _ in graph.arrows}
+    assert ("fusion_1_concat", "fusion_2_gmu") in arrows
+    assert not any("activation" in label for label in labels.values())
+
+
 def test_gate_and_contribution_plots_show_the_numbers():
     fig = gate_vs_switch(np.array([0.9, 0.7, 0.2]), np.array([1, 1, 0]))
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
