@@ -8,6 +8,7 @@ and exports the best fusion network on the real branches as a `.keras` model.
 """
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import keras_tuner
@@ -112,8 +113,9 @@ def load_task(name, seed=0, fsdd_path=None, width=1):
 def prepare(task, directory, pretrain_epochs=10, verbose=0):
     """Pretrains (or reloads) and freezes every branch, and caches its taps.
 
-    Branch weights are kept in `directory/branches/`, features in
-    `directory/features/`, so a resumed search sees the same features.
+    Branch weights are kept in `directory/branches/` (one file per modality
+    and number of pretraining epochs), features in `directory/features/`, so
+    a resumed search sees the same features. Use one directory per task.
 
     Returns:
         `{split: {modality: {tap: array}}}` for the task's splits.
@@ -127,7 +129,7 @@ def prepare(task, directory, pretrain_epochs=10, verbose=0):
     """
     x, y = task.splits["train"]
     for m, branch in task.branches.items():
-        path = os.path.join(directory, "branches", f"{m}.weights.h5")
+        path = os.path.join(directory, "branches", f"{m}-pretrained{pretrain_epochs}.weights.h5")
         if os.path.exists(path):
             branch.load_weights(path)
             branch.trainable = False
@@ -228,7 +230,10 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
                  validation_data=(pack(features["validation"]), labels["validation"]))
     best_hp = tuner.get_best_hyperparameters()[0]
     model = hypermodel.with_branches(task.branches).build(best_hp)
-    transfer_weights(tuner.get_best_models()[0], model)
+    with warnings.catch_warnings():  # the trial checkpoints hold no optimizer state
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        transfer_weights(tuner.get_best_models()[0], model)
+    model.optimizer.build(model.trainable_variables)  # saved built: reloads without warnings
     path = os.path.join(directory, f"best_{oracle}.keras")
     model.save(path)
     inputs, y = task.splits["test"]
