@@ -35,6 +35,7 @@ def results(tmp_path_factory):
     return out
 
 
+@pytest.mark.xdist_group("backends")  # one run of the module fixture
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", sorted(BACKEND_MODULES))
 def test_every_layer_trains_and_reloads(backend, results):

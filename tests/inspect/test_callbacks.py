@@ -11,6 +11,8 @@ from mmfusion.inspect.callbacks import map_images
 from mmfusion.inspect.report import read_events
 from tests.inspect.conftest import EPOCHS
 
+pytestmark = pytest.mark.xdist_group("inspector_runs")  # the session fixture `runs` runs once
+
 
 def histograms(run_dir):
     """dict tag -> list of `(k, 3)` arrays (left edge, right edge, count) per step."""

@@ -4,8 +4,11 @@ import re
 
 import matplotlib.image
 import numpy as np
+import pytest
 
 from mmfusion.cli import main
+
+pytestmark = pytest.mark.xdist_group("inspector_runs")  # the session fixture `runs` runs once
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
