@@ -30,6 +30,7 @@ from keras import ops
 from mmfusion import fusion as fusion_lib
 from mmfusion.branches import VECTOR_TAP, tap_shapes
 from mmfusion.branches.common import dense_stack, to_vector
+from mmfusion.fusion.dropout import ModalityDropout
 
 PLACEMENTS = ("early", "intermediate", "late")
 HEADS = ("classification", "regression")
@@ -256,7 +257,7 @@ def _finish(x, head):
 def build_fusion_model(branches, fusion="concat", head="classification", num_outputs=2, *,
                        placement="intermediate", taps=None, units=64, fusion_kwargs=None,
                        tap_pooling="flatten", head_units=(64,), head_dropout=0.0,
-                       presence=False, name="fusion_model"):
+                       presence=False, modality_dropout=0.0, name="fusion_model"):
     """Builds a multimodal functional model from branches, fusion point(s) and a head.
 
     Args:
@@ -288,6 +289,11 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
         presence: if True, the model takes one more input `"presence"`,
             `(batch, n_modalities)` 0/1 in the order of `branches`, passed to
             every fusion layer (and to the late combination).
+        modality_dropout: rate of a `mmfusion.fusion.ModalityDropout` on the
+            presence mask (all ones without `presence`): in training, whole
+            modalities are marked absent at random (never all of an
+            example's), so the model learns to predict when one is missing.
+            0 adds none.
         name: name of the model.
 
     Returns:
@@ -316,6 +322,9 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
             raise ValueError(f"build_fusion_model: '{PRESENCE}' cannot be a modality name.")
         presence_input = keras.Input(shape=(len(inputs),), name=PRESENCE)
         model_inputs[PRESENCE] = presence_input
+    if modality_dropout:
+        presence_input = ModalityDropout(modality_dropout, modalities=list(inputs),
+                                         name="modality_dropout")(inputs, presence=presence_input)
     composer = _Composer(branches, units, tap_pooling, presence_input)
     kwargs = dict(fusion_kwargs or {})
     if fusion is None and placement != "intermediate":

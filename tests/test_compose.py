@@ -156,6 +156,34 @@ def test_absent_modality_is_ignored_with_presence(placement):
     assert np.abs(predict(model, dict(changed, presence=np.ones_like(presence))) - first).max() > 1e-4
 
 
+@pytest.mark.parametrize("presence", [False, True])
+def test_modality_dropout_marks_whole_modalities_absent_in_training_only(presence, tmp_path):
+    """In training every row is the prediction with all modalities, or with
+    exactly one of them marked absent; at inference nothing is dropped."""
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model({"a": tabular_mlp(3, units=(4,), name="a"),
+                                "c": tabular_mlp(2, units=(4,), name="c")}, "gmu",
+                               num_outputs=3, units=8, presence=presence, modality_dropout=0.5)
+    x = {"a": RNG.normal(size=(64, 3)).astype("float32"),
+         "c": RNG.normal(size=(64, 2)).astype("float32")}
+
+    def outputs(feed, training=False):
+        return keras.ops.convert_to_numpy(model(feed, training=training))
+
+    feed = dict(x, presence=np.ones((64, 2), "float32")) if presence else x
+    full = outputs(feed)
+    dropped = outputs(feed, training=True)
+    assert not np.allclose(dropped, full, atol=1e-4)  # rate 0.5 drops some modality
+    if presence:  # each row: all present, or exactly one modality absent
+        candidates = np.stack([outputs(dict(x, presence=np.tile(np.float32(mask), (64, 1))))
+                               for mask in [(1, 1), (1, 0), (0, 1)]])  # (3, rows, classes)
+        assert np.all(np.abs(candidates - dropped).max(axis=2).min(axis=0) < 1e-5)
+    path = str(tmp_path / "dropout.keras")
+    model.save(path)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(
+        keras.models.load_model(path)(feed, training=False)), full, atol=1e-6)
+
+
 def test_presence_columns_layer():
     out = PresenceColumns([1], ones=2)(np.array([[0.0, 1.0], [1.0, 0.0]]))
     np.testing.assert_array_equal(np.asarray(out), [[1, 1, 1], [0, 1, 1]])
