@@ -89,7 +89,11 @@ def test_low_temperature_exploits_surrogate():
     oracle.predict = lambda architectures: used.append(predict(architectures)) or used[-1]
     chosen = oracle._sample(candidates)
     assert len(used) == 1
-    assert set(chosen) == set(np.argsort(-used[0])[:3])
+    # At T = 1e-3 a candidate outside the top 3 can only be drawn when its
+    # standardized prediction is within ~0.02 of the third best (Gumbel noise / 1000).
+    z = (used[0] - used[0].mean()) / used[0].std()
+    assert np.argmax(z) in chosen
+    assert z[chosen].min() >= np.sort(z)[-3] - 0.02, (z, chosen)
 
 
 def test_state_round_trips_through_json(tuner):
