@@ -10,9 +10,9 @@ and `results.json` to `--output`. The speed-up compares, side by side and in
 alternating order, one trial (build + fit, `--epochs`) on cached features, on
 the frozen branches without the cache, and end to end (fresh branches), in
 wall and CPU seconds, for branches of each `--widths` multiplier; then how
-long end-to-end training takes to reach the cached trial's accuracy. All searches share one set of pretrained,
-frozen branches and their cached features (seed 0), so the oracles differ only
-in the architectures they pick.
+long end-to-end training takes to reach the cached trial's accuracy. All
+searches share one set of pretrained, frozen branches and their cached
+features (seed 0), so the oracles differ only in the architectures they pick.
 """
 
 import argparse
@@ -86,25 +86,24 @@ def speedup(task, features, fresh, width, args):
     raw = {s: x for s, (x, _) in task.splits.items()}
     cached = FusionHyperModel(feature_branches(features["train"]), task.num_classes,
                               fusions=["concat"], max_layers=1)
-    modes = {
-        "cached": (cached, packed),
-        "frozen": (cached.with_branches(task.branches), raw),  # pretrained, frozen, uncached
-        "end_to_end": (cached.with_branches(fresh), raw),
+    modes = {  # mode -> (hypermodel, ((x, y), validation data))
+        mode: (hypermodel, ((inputs["train"], labels["train"]),
+                            (inputs["validation"], labels["validation"])))
+        for mode, hypermodel, inputs in (
+            ("cached", cached, packed),
+            ("frozen", cached.with_branches(task.branches), raw),  # pretrained, frozen, uncached
+            ("end_to_end", cached.with_branches(fresh), raw))
     }
     runs = {mode: [] for mode in modes}
     for repeat in range(args.repeats):  # alternate the order: the machine's load drifts
         for mode in (list(modes) if repeat % 2 == 0 else list(modes)[::-1]):
-            hypermodel, inputs = modes[mode]
-            data = ((inputs["train"], labels["train"]), (inputs["validation"], labels["validation"]))
-            runs[mode].append(trial(hypermodel, data, args.epochs, args.batch_size))
+            runs[mode].append(trial(*modes[mode], args.epochs, args.batch_size))
     summary = {mode: {"wall": float(np.median([r[-1][0] for r in rs])),
                       "cpu": float(np.median([r[-1][1] for r in rs])),
                       "val_accuracy": float(np.mean([max(e[2] for e in r) for r in rs]))}
                for mode, rs in runs.items()}
     # End to end until it matches what a cached trial reaches in `epochs` epochs.
-    hypermodel, inputs = modes["end_to_end"]
-    data = ((inputs["train"], labels["train"]), (inputs["validation"], labels["validation"]))
-    long_run = trial(hypermodel, data, args.match_epochs, args.batch_size)
+    long_run = trial(*modes["end_to_end"], args.match_epochs, args.batch_size)
     target = summary["cached"]["val_accuracy"]
     reached = next((i for i, e in enumerate(long_run) if e[2] >= target), None)
     # Not reached: the time of all `match_epochs` epochs bounds the speed-up from below.
