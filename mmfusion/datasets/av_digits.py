@@ -180,7 +180,7 @@ def load_av_digits(fsdd_path=None, fsdd=None, audio_length=6000, test_speakers=N
                    p_degrade=0.5, image_occlusion=0.85, image_noise=0.5,
                    clean_image_noise=0.1, audio_snr_db=-20.0, clean_snr_db=20.0,
                    text=False, text_corruption=0.5, languages=tuple(WORDS),
-                   image_test_fraction=0.3, seed=0):
+                   image_test_fraction=0.3, seed=0, data_dir=None):
     """Builds the audio-visual (optionally audio-visual-text) digits task.
 
     Every FSDD recording of a split gives one example, paired with a random
@@ -188,7 +188,8 @@ def load_av_digits(fsdd_path=None, fsdd=None, audio_length=6000, test_speakers=N
     because FSDD is (each speaker says each digit 50 times).
 
     Args:
-        fsdd_path: local FSDD copy (see `load_fsdd`); None downloads it.
+        fsdd_path: local FSDD copy (see `load_fsdd`); None: FSDD from
+            `data_dir` (see `mmfusion.datasets.fsdd.fsdd_folder`).
         fsdd: optional `(train, test)` from `load_fsdd`, to reuse already
             decoded audio (then `fsdd_path`, `audio_length` and `test_speakers`
             are not used).
@@ -207,6 +208,8 @@ def load_av_digits(fsdd_path=None, fsdd=None, audio_length=6000, test_speakers=N
         languages: languages of the number words.
         image_test_fraction: fraction of each class's images kept for test.
         seed: seed of every random choice (pairing, degradations, text).
+        data_dir: folder of datasets holding `fsdd/` (None: `$MMFUSION_DATA`,
+            then Keras's cache, downloading FSDD if needed).
 
     Returns:
         `(train, test)`, two `AVDigits`.
@@ -228,7 +231,7 @@ def load_av_digits(fsdd_path=None, fsdd=None, audio_length=6000, test_speakers=N
     (True, ['audio', 'image', 'text'])
     """
     train_audio, test_audio = fsdd if fsdd is not None else load_fsdd(
-        fsdd_path, length=audio_length, test_speakers=test_speakers)
+        fsdd_path, length=audio_length, test_speakers=test_speakers, data_dir=data_dir)
     digits = load_digits()
     images = np.kron(digits.images / 16.0, np.ones((1, 2, 2)))
     train_rng, test_rng, split_rng = (np.random.default_rng(s)

@@ -21,9 +21,11 @@ SAMPLING_RATE = 8000
 OFFICIAL_TEST_INDICES = range(5)
 _NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 
+DATA_ENV = "MMFUSION_DATA"
+
 __all__ = [
-    "FSDDData", "download_fsdd", "find_recordings", "load_fsdd", "pad_or_crop", "read_wav",
-    "write_wav",
+    "DATA_ENV", "FSDDData", "download_fsdd", "find_recordings", "fsdd_folder", "load_fsdd",
+    "pad_or_crop", "read_wav", "write_wav",
 ]
 
 
@@ -65,12 +67,13 @@ class FSDDData:
                         self.indices[index], self.files[index])
 
 
-def download_fsdd(cache_dir=None):
+def download_fsdd(cache_dir=None, cache_subdir="datasets"):
     """Downloads and extracts the FSDD release archive from GitHub (once;
     later calls reuse the cached copy).
 
     Args:
         cache_dir: directory of the Keras cache (default `~/.keras`).
+        cache_subdir: folder under `cache_dir` that receives the archive.
 
     Returns:
         The path of the folder of WAV files.
@@ -94,9 +97,40 @@ def download_fsdd(cache_dir=None):
     """
     root = keras.utils.get_file(
         fname=f"free-spoken-digit-dataset-{FSDD_VERSION}", origin=FSDD_URL,
-        extract=True, cache_dir=cache_dir, cache_subdir="datasets",
+        extract=True, cache_dir=cache_dir, cache_subdir=cache_subdir,
     )
     return find_recordings(root)
+
+
+def fsdd_folder(data_dir=None):
+    """The folder of FSDD's WAV files, found or downloaded.
+
+    Looks for `fsdd/` under `data_dir`, else under the folder named by the
+    `MMFUSION_DATA` environment variable. Without a local copy, FSDD is
+    downloaded (`download_fsdd`) into `data_dir/fsdd` when a data folder is
+    given (so the next call finds it), else into Keras's cache (`~/.keras`).
+
+    Args:
+        data_dir: folder of datasets (None: `$MMFUSION_DATA`, then Keras's cache).
+
+    Returns:
+        The path of the folder of WAV files.
+
+    Example:
+
+    >>> data = getfixture("tmp_path")
+    >>> (data / "fsdd" / "recordings").mkdir(parents=True)
+    >>> write_wav(str(data / "fsdd" / "recordings" / "4_ana_9.wav"), np.zeros(10))
+    >>> fsdd_folder(str(data)) == str(data / "fsdd" / "recordings")
+    True
+    """
+    data_dir = data_dir or os.environ.get(DATA_ENV) or None
+    if data_dir is None:
+        return download_fsdd()
+    local = os.path.join(data_dir, "fsdd")
+    if os.path.isdir(local):
+        return find_recordings(local)
+    return download_fsdd(cache_dir=data_dir, cache_subdir="fsdd")
 
 
 def find_recordings(path):
@@ -154,18 +188,19 @@ def pad_or_crop(samples, length):
     return np.pad(samples, (0, length - len(samples)))
 
 
-def load_fsdd(path=None, length=6000, test_speakers=None, cache_dir=None):
+def load_fsdd(path=None, length=6000, test_speakers=None, data_dir=None):
     """Loads FSDD into memory as fixed-length waveforms, split into train and test.
 
     Args:
         path: a local copy (the repository, its `recordings/` folder or any
-            folder with the WAV files). None downloads the release archive
-            with `keras.utils.get_file` (see `download_fsdd`).
+            folder with the WAV files). None: `fsdd_folder(data_dir)`, i.e.
+            `data_dir/fsdd`, then `$MMFUSION_DATA/fsdd`, then a download of
+            the release archive with `keras.utils.get_file`.
         length: samples per waveform (`pad_or_crop`; 6000 = 0.75 s keeps 97%
             of the recordings whole).
         test_speakers: None for the official split (indices 0-4 test), or
             speaker names held out as the test set.
-        cache_dir: Keras cache directory for the download.
+        data_dir: folder of datasets, used when `path` is None (see `fsdd_folder`).
 
     Returns:
         `(train, test)`, two `FSDDData`, sorted by file name.
@@ -179,7 +214,7 @@ def load_fsdd(path=None, length=6000, test_speakers=None, cache_dir=None):
     >>> train.files.tolist(), test.waveforms.shape
     (['3_ana_7.wav'], (1, 50))
     """
-    folder = find_recordings(path) if path is not None else download_fsdd(cache_dir)
+    folder = find_recordings(path) if path is not None else fsdd_folder(data_dir)
     files = sorted(f for f in os.listdir(folder) if _NAME.match(f))
     fields = [_NAME.match(f).groups() for f in files]
     waveforms = []

@@ -40,6 +40,11 @@ class SyntheticData:
     def __len__(self):
         return len(self.labels)
 
+    def take(self, index):
+        """The examples at `index` (an index array, mask or slice), as `SyntheticData`."""
+        return SyntheticData(inputs={m: x[index] for m, x in self.inputs.items()},
+                             labels=self.labels[index], switch=self.switch[index])
+
 
 def _centers(rng, dim, separation):
     """Three well-separated means (class 0, class 1, noise) in the first two
@@ -113,12 +118,4 @@ def load_gmu_synthetic(n_train=2000, n_test=1000, seed=0, **kwargs):
     (10, 5)
     """
     data = make_gmu_task(n_samples=n_train + n_test, seed=seed, **kwargs)
-
-    def take(index):
-        return SyntheticData(
-            inputs={m: x[index] for m, x in data.inputs.items()},
-            labels=data.labels[index],
-            switch=data.switch[index],
-        )
-
-    return take(slice(0, n_train)), take(slice(n_train, None))
+    return data.take(slice(0, n_train)), data.take(slice(n_train, None))

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import keras_tuner
 import numpy as np
 
-from mmfusion.branches import audio_cnn, image_cnn, tabular_mlp
+from mmfusion import tasks
 from mmfusion.search.features import (FeatureCache, feature_branches, pack, pretrain_branch,
                                       transfer_weights)
 from mmfusion.search.hypermodel import FusionHyperModel, MFASTuner
 
-TASKS = ("synthetic", "av_digits")
 ORACLES = ("mfas", "random", "bayesian")
 DEFAULT_FUSIONS = ("concat", "gmu", "lmf", "mfb")
 
@@ -52,24 +51,16 @@ class Task:
     num_classes: int
 
 
-def _split(inputs, labels, fraction, seed):
-    """`(train, validation)` of `(inputs, labels)`, `fraction` for validation."""
-    order = np.random.default_rng(seed).permutation(len(labels))
-    cut = int(len(labels) * (1 - fraction))
-    return tuple(({m: x[index] for m, x in inputs.items()}, labels[index])
-                 for index in (order[:cut], order[cut:]))
-
-
-def load_task(name, seed=0, fsdd_path=None, width=1):
-    """The branches and train / validation / test splits of a task.
+def load_task(name, seed=0, data_dir=None, width=1):
+    """The branches and train / validation / test splits of a registered task.
 
     Args:
-        name: `"synthetic"` (the GMU paper's task, two 2-d modalities) or
-            `"av_digits"` (digit images + spoken digits, see
-            `mmfusion.datasets.av_digits`; needs FSDD: `fsdd_path`, else the
-            copy next to the repository, else a download).
+        name: a task of `mmfusion.tasks.available()`, e.g. `"synthetic"` (the
+            GMU paper's task) or `"av_digits"` (digit images + spoken digits;
+            needs FSDD, see `data_dir`).
         seed: seed of the data and of the validation split (20% of train).
-        fsdd_path: local FSDD folder for `"av_digits"`.
+        data_dir: folder of datasets (None: `$MMFUSION_DATA`, then Keras's
+            cache, downloading if needed).
         width: multiplier of the branches' filters and units (wider branches
             cost more per end-to-end step, not per cached-feature step).
 
@@ -82,32 +73,9 @@ def load_task(name, seed=0, fsdd_path=None, width=1):
     >>> {split: len(y) for split, (_, y) in task.splits.items()}, task.num_classes
     ({'train': 1600, 'validation': 400, 'test': 1000}, 2)
     """
-    if name == "synthetic":
-        from mmfusion.datasets.synthetic import load_gmu_synthetic
-
-        train, test = load_gmu_synthetic(n_train=2000, n_test=1000, seed=seed)
-        branches = {m: tabular_mlp(x.shape[1], units=(32 * width, 16 * width, 16), name=m)
-                    for m, x in train.inputs.items()}
-        num_classes = 2
-    elif name == "av_digits":
-        from mmfusion.datasets.av_digits import load_av_digits
-        from recipes import default_fsdd_path
-
-        train, test = load_av_digits(fsdd_path or default_fsdd_path(), seed=seed)
-        branches = {
-            "image": image_cnn((16, 16, 1), filters=(16 * width, 32 * width), embedding_dim=64,
-                               name="image"),
-            "audio": audio_cnn(train.inputs["audio"].shape[1],
-                               filters=(16 * width, 32 * width, 32 * width), embedding_dim=64,
-                               name="audio"),
-        }
-        num_classes = 10
-    else:
-        raise ValueError(f"Unknown search task '{name}'; available: {', '.join(TASKS)}.")
-    fit, validation = _split({m: train.inputs[m] for m in branches}, train.labels, 0.2, seed)
-    splits = {"train": fit, "validation": validation,
-              "test": ({m: test.inputs[m] for m in branches}, test.labels)}
-    return Task(branches, splits, num_classes)
+    definition = tasks.get(name)
+    data = definition.data(data_dir=data_dir, seed=seed)
+    return Task(definition.branches(data, width=width), data.splits, definition.num_outputs)
 
 
 def prepare(task, directory, pretrain_epochs=10, verbose=0):

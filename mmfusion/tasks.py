@@ -1,0 +1,299 @@
+"""Tasks by name: a data loader, the branches of its modalities and its head.
+
+A `Task` is the one definition of a task that recipes, the search, the
+`mmfusion` command, notebooks and benchmarks share. `Task.data` loads it and
+returns train / validation / test splits (the validation split is carved out
+of the training data, never the test split); `Task.branches` gives fresh,
+untrained branch models for those splits.
+
+    >>> import mmfusion.tasks as tasks
+    >>> tasks.available()
+    ['av_digits', 'av_text_digits', 'synthetic']
+
+A new task is one `register(Task(...))` call, in this module or in your own
+code (see `Task`).
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+HEADS = ("classification", "regression", "multilabel")
+
+__all__ = ["HEADS", "Task", "TaskData", "available", "get", "register"]
+
+_REGISTRY = {}
+
+
+@dataclass
+class TaskData:
+    """A loaded task.
+
+    Attributes:
+        splits: dict `"train"`, `"validation"`, `"test"` -> `(inputs, labels)`,
+            `inputs` a dict modality -> array (text already as token ids).
+        test: the loader's own test split (with its extra fields, e.g. which
+            examples were degraded), aligned with `splits["test"]`.
+        preprocessors: dict modality -> the callable that turned that
+            modality's raw inputs into the arrays of `splits` (e.g. a
+            `TextVectorization` adapted on the training split); empty if none.
+
+    Example:
+
+    >>> data = get("synthetic").data(seed=0)
+    >>> {split: len(y) for split, (_, y) in data.splits.items()}
+    {'train': 1600, 'validation': 400, 'test': 1000}
+    >>> bool((data.splits["test"][1] == data.test.labels).all())
+    True
+    """
+
+    splits: dict
+    test: object
+    preprocessors: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A named task: how to load it, its branches and its head.
+
+    Args:
+        name: the task's name (`tasks.get(name)`, `mmfusion train NAME`).
+        load: `load(data_dir=None, seed=0, **options) -> (train, test)`, two
+            splits with `.inputs` (dict modality -> array), `.labels` and
+            `take(index)`. `data_dir` is the folder of datasets (see
+            `mmfusion.datasets.fsdd.fsdd_folder`); generated tasks ignore it.
+        branches: `branches(data, width=1) -> dict modality -> keras.Model`,
+            fresh untrained branches for a `TaskData`; `width` multiplies
+            their filters and units.
+        num_outputs: number of classes (or of regression targets / labels).
+        head: `"classification"`, `"regression"` or `"multilabel"`.
+        options: dict option name -> `(default, help)` of the keyword
+            arguments of `load` the command line offers (`--p-degrade`).
+        preprocess: optional `preprocess(train_inputs) -> dict modality ->
+            callable`, learned on the training split and applied to every
+            split (e.g. text vectorization).
+        breakdown: optional `breakdown(test, predicted) -> dict` of extra
+            test metrics, `test` the loader's test split and `predicted` the
+            predicted classes.
+        description: one line for `--help`.
+
+    Example:
+
+    A task of your own (here two noisy copies of a binary label):
+
+    >>> import numpy as np
+    >>> from mmfusion.branches import tabular_mlp
+    >>> from mmfusion.datasets.synthetic import SyntheticData
+    >>> def load(data_dir=None, seed=0, n=100):
+    ...     rng = np.random.default_rng(seed)
+    ...     y = rng.integers(2, size=2 * n).astype("int32")
+    ...     x = {m: (y[:, None] + rng.normal(size=(2 * n, 3))).astype("float32")
+    ...          for m in ("a", "b")}
+    ...     data = SyntheticData(x, y, switch=np.zeros(2 * n, "int32"))
+    ...     return data.take(slice(0, n)), data.take(slice(n, None))
+    >>> task = Task("two_copies", load,
+    ...             lambda data, width=1: {m: tabular_mlp(3, units=(8 * width,), name=m)
+    ...                                    for m in ("a", "b")},
+    ...             num_outputs=2, options={"n": (100, "examples per split")})
+    >>> data = task.data(seed=1, n=50)
+    >>> {split: len(y) for split, (_, y) in data.splits.items()}
+    {'train': 40, 'validation': 10, 'test': 50}
+    >>> sorted(task.branches(data))
+    ['a', 'b']
+    """
+
+    name: str
+    load: Callable
+    branches: Callable
+    num_outputs: int
+    head: str = "classification"
+    options: dict = field(default_factory=dict)
+    preprocess: Callable = None
+    breakdown: Callable = None
+    description: str = ""
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"Task '{self.name}': unknown head '{self.head}'; "
+                             f"choose one of {', '.join(HEADS)}.")
+
+    def data(self, data_dir=None, seed=0, validation_fraction=0.2, limit=None, **options):
+        """Loads the task and splits it into train / validation / test.
+
+        Args:
+            data_dir: folder of datasets (None: `$MMFUSION_DATA`, then
+                Keras's cache; see `mmfusion.datasets.fsdd.fsdd_folder`).
+            seed: seed of the data, of `limit`'s subsets and of the
+                validation split.
+            validation_fraction: share of the training data held out for
+                validation (the test split is never used for it).
+            limit: keep only `limit` random training and `limit` random test
+                examples (smoke tests); None keeps all.
+            **options: more keyword arguments of `load` (see `options`).
+
+        Returns:
+            A `TaskData`.
+        """
+        train, test = self.load(data_dir=data_dir, seed=seed, **options)
+        if limit is not None:  # random subsets, so that every class is there
+            rng = np.random.default_rng(seed)
+            train, test = (split.take(rng.permutation(len(split))[:limit])
+                           for split in (train, test))
+        order = np.random.default_rng(seed).permutation(len(train))
+        cut = int(len(train) * (1 - validation_fraction))
+        fit, validation = train.take(order[:cut]), train.take(order[cut:])
+        preprocessors = self.preprocess(fit.inputs) if self.preprocess else {}
+
+        def arrays(split):
+            inputs = {m: _apply(preprocessors[m], x) if m in preprocessors else x
+                      for m, x in split.inputs.items()}
+            return inputs, split.labels
+
+        splits = {"train": arrays(fit), "validation": arrays(validation), "test": arrays(test)}
+        return TaskData(splits, test, preprocessors)
+
+
+def _apply(preprocessor, x):
+    import keras
+
+    return keras.ops.convert_to_numpy(preprocessor(np.asarray(x).astype(str)))
+
+
+def register(task):
+    """Adds a `Task` to the registry (a name can be registered once).
+
+    Example:
+
+    >>> from mmfusion.branches import tabular_mlp
+    >>> from mmfusion.datasets.synthetic import load_gmu_synthetic
+    >>> task = register(Task("tiny_synthetic",
+    ...                      lambda data_dir=None, seed=0: load_gmu_synthetic(20, 10, seed=seed),
+    ...                      lambda data, width=1: {}, num_outputs=2))
+    >>> get("tiny_synthetic") is task
+    True
+    >>> _ = _REGISTRY.pop("tiny_synthetic")
+    """
+    if task.name in _REGISTRY:
+        raise ValueError(f"Task '{task.name}' is already registered.")
+    _REGISTRY[task.name] = task
+    return task
+
+
+def available():
+    """The names of the registered tasks, sorted.
+
+    Example:
+
+    >>> "synthetic" in available()
+    True
+    """
+    return sorted(_REGISTRY)
+
+
+def get(name):
+    """The registered `Task` called `name`.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the choices).
+
+    Example:
+
+    >>> get("av_digits").num_outputs
+    10
+    >>> get("gmu")
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown task 'gmu'; available: av_digits, av_text_digits, synthetic.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown task '{name}'; available: {', '.join(available())}.")
+    return _REGISTRY[name]
+
+
+# The tasks of this library.
+
+def _load_synthetic(data_dir=None, seed=0, n_train=2000, n_test=1000, dim=2):
+    from mmfusion.datasets.synthetic import load_gmu_synthetic
+
+    return load_gmu_synthetic(n_train=n_train, n_test=n_test, seed=seed, dim=dim)
+
+
+def _synthetic_branches(data, width=1):
+    from mmfusion.branches import tabular_mlp
+
+    return {m: tabular_mlp(x.shape[1], units=(32 * width, 16 * width, 16), name=m)
+            for m, x in data.splits["train"][0].items()}
+
+
+def _by_switch(test, predicted):
+    correct = predicted == test.labels
+    return {"test_accuracy_by_switch": {
+        f"{m}_carries_signal": float(np.mean(correct[test.switch == s]))
+        for m, s in (("visual", 1), ("textual", 0))}}
+
+
+AUDIO_LENGTH = 6000
+TEXT_LENGTH = 8
+
+
+def _load_av(text):
+    def load(data_dir=None, seed=0, p_degrade=0.5, fsdd=None):
+        from mmfusion.datasets.av_digits import load_av_digits
+
+        return load_av_digits(data_dir=data_dir, fsdd=fsdd, audio_length=AUDIO_LENGTH,
+                              p_degrade=p_degrade, text=text, text_corruption=p_degrade,
+                              seed=seed)
+
+    return load
+
+
+def _av_branches(data, width=1):
+    from mmfusion.branches import audio_cnn, image_cnn, text_lstm
+
+    inputs = data.splits["train"][0]
+    branches = {
+        "image": image_cnn(inputs["image"].shape[1:], filters=(16 * width, 32 * width),
+                           embedding_dim=64, dropout=0.2, name="image"),
+        "audio": audio_cnn(inputs["audio"].shape[1], filters=(16 * width, 32 * width, 32 * width),
+                           embedding_dim=64, dropout=0.2, name="audio"),
+    }
+    if "text" in inputs:
+        branches["text"] = text_lstm(data.preprocessors["text"].vocabulary_size(),
+                                     sequence_length=TEXT_LENGTH, embedding_dim=32,
+                                     units=(32 * width,), name="text")
+    return branches
+
+
+def _text_vectorizer(inputs):
+    from mmfusion.branches import text_vectorizer
+
+    return {"text": text_vectorizer(inputs["text"], sequence_length=TEXT_LENGTH)}
+
+
+def _by_degraded(test, predicted):
+    """Test accuracy per set of degraded modalities (`"none"`, `"audio"`, `"audio+image"`, ...)."""
+    groups = {}
+    for i, ok in enumerate(predicted == test.labels):
+        key = "+".join(m for m in sorted(test.degraded) if test.degraded[m][i]) or "none"
+        groups.setdefault(key, []).append(ok)
+    return {"test_accuracy_by_degraded": {k: float(np.mean(v)) for k, v in sorted(groups.items())}}
+
+
+_P_DEGRADE = {"p_degrade": (0.5, "probability that each modality of an example is degraded")}
+
+register(Task(
+    "synthetic", _load_synthetic, _synthetic_branches, num_outputs=2,
+    options={"n_train": (2000, "training examples (a fifth of them validate)"),
+             "n_test": (1000, "test examples"), "dim": (2, "features per modality")},
+    breakdown=_by_switch,
+    description="the GMU paper's synthetic task: a hidden switch picks the modality that "
+                "carries the class"))
+register(Task(
+    "av_digits", _load_av(text=False), _av_branches, num_outputs=10, options=_P_DEGRADE,
+    breakdown=_by_degraded,
+    description="digit images + spoken digits (FSDD), each degraded half of the time"))
+register(Task(
+    "av_text_digits", _load_av(text=True), _av_branches, num_outputs=10, options=_P_DEGRADE,
+    preprocess=_text_vectorizer, breakdown=_by_degraded,
+    description="digit images, spoken digits and short texts naming the digit"))
