@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mmfusion.fusion.base import FusionLayer
-from mmfusion.inspect.probe import _own_node
+from mmfusion.inspect import keras_graph
 
 __all__ = [
     "contribution_bars", "fusion_diagram", "gate_vs_switch", "png_bytes", "search_progress",
@@ -174,7 +174,7 @@ def search_progress(scores, direction="max", path=None):
 
 # ----------------------------------------------------------------- diagram
 def _tap_label(tensor):
-    op, _, index = tensor._keras_history
+    op, index, _ = keras_graph.producer(tensor)
     name = op.name
     if isinstance(op, keras.Model):
         keys = [p for p, _ in keras.tree.flatten_with_path(op.output)]
@@ -192,17 +192,17 @@ class _Graph:
         for name in [t.name for t in model.inputs]:
             self.boxes[name] = (name, 0)
         for layer in self.fusion:
-            node = _own_node(model, layer)
-            for tensor in keras.tree.flatten(node.arguments.args):
+            args, kwargs = keras_graph.call_arguments(model, layer)
+            for tensor in keras_graph.keras_tensors(args):
                 self._link(self._tap(tensor), layer.name, dashed=False)
-            for tensor in keras.tree.flatten(node.arguments.kwargs):
+            for tensor in keras_graph.keras_tensors(kwargs):
                 for source in self._sources(tensor):
                     self._link(source, layer.name, dashed=True)
             self.boxes[layer.name] = (f"{layer.name}\n{type(layer).__name__}", 2 + self.depth(layer))
         column = 1 + max(c for _, c in self.boxes.values())
         fusion_names = {l.name for l in self.fusion}
         for tensor in model.outputs:
-            name = tensor._keras_history[0].name
+            name = keras_graph.producer(tensor)[0].name
             key = f"output:{name}"
             self.boxes[key] = (f"output\n{name}", column)
             for source in sorted(self._sources(tensor) & fusion_names):
@@ -214,18 +214,15 @@ class _Graph:
 
     def _sources(self, tensor):
         """Names of the model inputs and fusion layers `tensor` is computed from."""
-        op, node_index, _ = tensor._keras_history
-        if id(op) in self._fusion_ids:
+        op, _, arguments = keras_graph.producer(tensor)
+        if id(op) in self._fusion_ids or arguments is None:
             return {op.name}
-        node = op._inbound_nodes[node_index]
-        if node.is_input:
-            return {op.name}
-        return set().union(*(self._sources(t) for t in node.arguments.keras_tensors))
+        return set().union(*(self._sources(t) for t in keras_graph.keras_tensors(arguments)))
 
     def _tap(self, tensor):
         """The box a fusion input comes from (a tap box linked to its sources)."""
-        op = tensor._keras_history[0]
-        if id(op) in self._fusion_ids or op._inbound_nodes[0].is_input:
+        op = keras_graph.producer(tensor)[0]
+        if id(op) in self._fusion_ids or isinstance(op, keras.layers.InputLayer):
             return op.name
         sources = self._sources(tensor)
         if len(sources) == 1 and sources <= {l.name for l in self.fusion}:

@@ -6,8 +6,9 @@ import numpy as np
 
 from mmfusion.compose import PRESENCE
 from mmfusion.fusion.base import FusionLayer
+from mmfusion.inspect import keras_graph
 
-__all__ = ["FusionProbe", "fusion_weights", "modality_ablation"]
+__all__ = ["FusionProbe", "FusionWeights", "fusion_explainer", "fusion_weights", "modality_ablation"]
 
 
 def _contains_fusion(layer):
@@ -16,31 +17,100 @@ def _contains_fusion(layer):
     return isinstance(layer, keras.Model) and any(_contains_fusion(sub) for sub in layer.layers)
 
 
-def _own_node(model, layer):
-    """The node of `layer`'s call inside `model`'s graph (its first one there)."""
-    keys = getattr(model, "_nodes", ())
-    for index, node in enumerate(layer._inbound_nodes):
-        if f"{id(layer)}_ib-{index}" in keys:
-            return node
-    raise ValueError(
-        f"FusionProbe: layer '{layer.name}' is not called in the graph of model "
-        f"'{model.name}'; only functional models (and functional models nested "
-        "in them) can be probed."
-    )
+@keras.saving.register_keras_serializable(package="mmfusion")
+class FusionWeights(keras.layers.Wrapper):
+    """Calls a fusion layer with `return_weights=True` and returns only its
+    weights dict (the layer's own weights are shared, not copied).
+
+    A wrapper is needed because Keras 3.15 cannot build a model from the
+    extra outputs of a second call of a layer whose first call returned
+    fewer outputs (its graph check counts the outputs of the first call).
+
+    Args:
+        layer: a `FusionLayer`.
+        **kwargs: standard layer arguments (`name`, ...).
+
+    Call arguments:
+        inputs, **kwargs: what the fusion layer takes (`presence`, ...).
+
+    Returns:
+        The fusion layer's `weights_dict`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from mmfusion.fusion import WeightedSum
+    >>> layer = WeightedSum(name="ws")
+    >>> weights = FusionWeights(layer)([np.ones((1, 2)), np.ones((1, 2))])
+    >>> keras.ops.convert_to_numpy(weights["modality_weights"]).tolist()
+    [[0.5, 0.5]]
+    """
+
+    def __init__(self, layer, **kwargs):
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        super().__init__(layer, **kwargs)
+
+    def call(self, inputs, training=None, **kwargs):
+        return self.layer(inputs, return_weights=True, training=training, **kwargs)[1]
+
+
+def fusion_explainer(model, layer_names=None, _prefix=""):
+    """A functional model computing the weights of `model`'s fusion layers.
+
+    The public route to what the fusion layers of a functional model (e.g.
+    one from `mmfusion.compose.build_fusion_model`, also after `.keras`
+    reload) learned to use: from the same inputs as `model`, in one pass,
+    it outputs dict path -> the layer's `weights_dict` (GMU gates, modality
+    weights, attention maps), computed from the same tensors (and the same
+    `presence` / element masks) the layer gets inside `model`. The path is the
+    layer name, prefixed by `"nested_model/"` for a layer inside a nested
+    functional model. It shares `model`'s weights: train `model`, then call
+    the explainer. A layer called more than once is read at its first call;
+    layers with an empty `weights_dict` (e.g. concatenation) are left out.
+
+    Args:
+        model: a functional `keras.Model`.
+        layer_names: optional paths of the fusion layers to read; default: all.
+
+    Returns:
+        A `keras.Model` (None when no fusion layer with weights is read).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from mmfusion.fusion import GMU
+    >>> a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    >>> model = keras.Model([a, b], GMU(4, name="gmu")([a, b]))
+    >>> explainer = fusion_explainer(model)
+    >>> {k: tuple(v["gates"].shape) for k, v in explainer([np.ones((5, 3)), np.ones((5, 2))]).items()}
+    {'gmu': (5, 2, 4)}
+    """
+    outputs = {}
+    for layer in model.layers:
+        path = _prefix + layer.name
+        if isinstance(layer, FusionLayer):
+            if layer_names is not None and path not in layer_names:
+                continue
+            args, kwargs = keras_graph.call_arguments(model, layer)
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("return_weights", "training")}
+            weights = FusionWeights(layer, name=f"{layer.name}_weights")(*args, **kwargs)
+            if keras.tree.flatten(weights):
+                outputs[path] = weights
+        elif _contains_fusion(layer):
+            child = fusion_explainer(layer, layer_names, _prefix=path + "/")
+            if child is not None:
+                args, _ = keras_graph.call_arguments(model, layer)
+                outputs.update(child(args[0]))
+    if not outputs:
+        return None
+    return keras.Model(model.input, outputs, name=f"{model.name}_explainer")
 
 
 class FusionProbe:
-    """Reads the weights of every fusion layer of a functional model.
+    """Reads the weights of every fusion layer of a functional model, in batches.
 
-    Built once per model: for the model and for every functional model nested
-    in it that holds fusion layers, a sub-model computes, in one pass, the
-    arguments of each fusion layer's call (its modality tensors and its
-    `presence`, `element_mask`, ... keyword arguments); each fusion layer is
-    then called on them eagerly with `return_weights=True`. (One functional
-    model returning the weights directly is not possible: Keras 3.15 cannot
-    connect the extra outputs of a second call of a layer already used in a
-    model, as with `MultiHeadAttention(..., return_attention_scores=True)`.)
-    A layer called more than once is read at its first call in the graph.
+    Built once per model around its `fusion_explainer`; calling it returns
+    NumPy arrays computed in inference mode (`training=False`).
 
     Args:
         model: a functional `keras.Model`.
@@ -50,6 +120,8 @@ class FusionProbe:
     Attributes:
         layers: dict path -> `FusionLayer` of the layers read, where path is
             the layer name, prefixed by `"nested_model/"` for nested models.
+        explainer: the `fusion_explainer` of `model` (None if no layer read
+            has weights).
 
     Example:
 
@@ -62,65 +134,52 @@ class FusionProbe:
     (['gmu'], (5, 2, 4))
     """
 
-    def __init__(self, model, layer_names=None, _prefix=""):
+    def __init__(self, model, layer_names=None):
         self.model = model
-        self.layers = {}
-        self._children = {}
-        self._targets = []
-        for layer in model.layers:
-            path = _prefix + layer.name
-            if isinstance(layer, FusionLayer):
-                if layer_names is None or path in layer_names:
-                    self.layers[path] = layer
-                    self._targets.append((path, layer, _own_node(model, layer)))
-            elif _contains_fusion(layer):
-                child = FusionProbe(layer, layer_names, _prefix=path + "/")
-                if child.layers:
-                    self.layers.update(child.layers)
-                    self._children[path] = child
-                    self._targets.append((path, layer, _own_node(model, layer)))
-        tensors = {}
-        for _, _, node in self._targets:
-            tensors.update((id(t), t) for t in node.arguments.keras_tensors)
-        self._tensor_ids = list(tensors)
-        self._submodel = keras.Model(
-            model.input, {str(i): t for i, t in enumerate(tensors.values())}
-        ) if tensors else None
+        self.layers = {path: layer for path, layer in _fusion_layers(model)
+                       if layer_names is None or path in layer_names}
+        self.explainer = fusion_explainer(model, list(self.layers)) if self.layers else None
 
     def __call__(self, inputs, batch_size=256):
         """Returns dict path -> weights dict of NumPy arrays for `inputs`
         (what the model takes: arrays, or a dict or list of arrays), computed
         in batches of `batch_size` examples."""
+        result = {path: {} for path in self.layers}
+        if self.explainer is None:
+            return result
         size = len(keras.tree.flatten(inputs)[0])
         parts = [
-            self._weights(keras.tree.map_structure(lambda a: np.asarray(a)[i:i + batch_size], inputs))
+            keras.tree.map_structure(keras.ops.convert_to_numpy, self.explainer(
+                keras.tree.map_structure(lambda a: np.asarray(a)[i:i + batch_size], inputs),
+                training=False))
             for i in range(0, size, batch_size)
         ]
-        return {path: {key: np.concatenate([part[path][key] for part in parts])
-                       for key in weights}
-                for path, weights in parts[0].items()}
-
-    def _weights(self, batch):
-        if self._submodel is None:
-            return {}
-        values = self._submodel(batch, training=False)
-        values = {key: values[str(i)] for i, key in enumerate(self._tensor_ids)}
-        result = {}
-        for path, layer, node in self._targets:
-            args, kwargs = node.arguments.fill_in(values)
-            if path in self._children:
-                result.update(self._children[path]._weights(args[0]))
-            else:
-                _, weights = layer(*args, **{**kwargs, "return_weights": True, "training": False})
-                result[path] = {k: keras.ops.convert_to_numpy(v) for k, v in weights.items()}
+        result.update({path: {key: np.concatenate([part[path][key] for part in parts])
+                              for key in weights}
+                       for path, weights in parts[0].items()})
         return result
+
+
+def _fusion_layers(model, prefix=""):
+    """`(path, layer)` of every fusion layer of a functional model, nested ones
+    included; raises a clear error for models without a graph."""
+    found = []
+    for layer in model.layers:
+        path = prefix + layer.name
+        if isinstance(layer, FusionLayer):
+            keras_graph.call_arguments(model, layer)
+            found.append((path, layer))
+        elif _contains_fusion(layer):
+            keras_graph.call_arguments(model, layer)
+            found.extend(_fusion_layers(layer, path + "/"))
+    return found
 
 
 def fusion_weights(model, layer_name, inputs, batch_size=256):
     """The `weights_dict` of fusion layer `layer_name` on `inputs`.
 
-    Reads it with a `FusionProbe` (see there why a probe is needed), so the
-    layer gets the same `presence` mask it gets inside the model.
+    Reads it with a `FusionProbe` (through `fusion_explainer`), so the layer
+    gets the same `presence` mask it gets inside the model.
 
     Args:
         model: a functional `keras.Model` that contains the fusion layer.

@@ -70,3 +70,37 @@ def test_ablation_through_presence_renormalizes_instead_of_zeroing():
     # all: 0.5*2 + 0.5*0 = 1; without a: output b = 0; without b: output a = 2.
     assert result == {"metric": "loss", "all": 0.0, "without": {"a": 1.0, "b": 1.0}}
     np.testing.assert_array_equal(x["presence"], 1.0)  # the caller's data is not modified
+
+
+def test_explainer_of_a_composed_model_survives_reload(tmp_path):
+    """The explainer's modality weights are softmax(θ) renormalized over the
+    present modalities (the WeightedSum equations), before and after `.keras`
+    reload, from one functional model sharing the model's weights."""
+    from mmfusion.branches import tabular_mlp
+    from mmfusion.compose import build_fusion_model
+    from mmfusion.inspect import fusion_explainer
+
+    keras.utils.set_random_seed(0)
+    branches = {"a": tabular_mlp(3, units=(4,), name="a"), "b": tabular_mlp(4, units=(4,), name="b")}
+    model = build_fusion_model(branches, "weighted_sum", units=4, presence=True)
+    layer = model.get_layer("fusion_1_weighted_sum")
+    layer.modality_logits.assign([0.3, -0.9])
+    x = data()
+    theta = np.exp([0.3, -0.9]) / np.exp([0.3, -0.9]).sum()
+    expected = np.where(x["presence"] > 0, theta, 0.0)
+    expected /= expected.sum(axis=1, keepdims=True)
+
+    explainer = fusion_explainer(model)
+    assert isinstance(explainer, keras.Model)
+    weights = explainer(x, training=False)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(
+        weights["fusion_1_weighted_sum"]["modality_weights"]), expected, rtol=1e-6)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(FusionProbe(reloaded)(x, batch_size=2)["fusion_1_weighted_sum"][
+        "modality_weights"], expected, rtol=1e-6)
+    # Training the model moves what the explainer reads (shared weights).
+    layer.modality_logits.assign([0.0, 0.0])
+    moved = keras.ops.convert_to_numpy(explainer(x)["fusion_1_weighted_sum"]["modality_weights"])
+    np.testing.assert_allclose(moved[1::2], 0.5)

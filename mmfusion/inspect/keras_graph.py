@@ -1,0 +1,110 @@
+"""The one place mmfusion reads Keras internals of functional graphs.
+
+Keras 3 keeps the call graph of a functional model in private attributes
+(`Model._nodes`, `Operation._inbound_nodes`, `KerasTensor._keras_history`,
+node keys `"<id>_ib-<index>"`) and a symbolic tensor's mask in a private
+attribute too. The functions here read them and return plain Python values
+(operations, argument structures of Keras tensors, mask tensors), so the
+rest of mmfusion only uses public Keras API; a Keras change breaks only this
+module and its tests.
+"""
+
+import keras
+from keras.src.backend import get_keras_mask
+
+__all__ = ["call_arguments", "keras_mask", "keras_tensors", "producer"]
+
+
+def call_arguments(model, layer):
+    """The arguments of `layer`'s first call inside `model`'s graph.
+
+    Args:
+        model: a functional `keras.Model`.
+        layer: a layer (or nested model) of `model`.
+
+    Returns:
+        `(args, kwargs)`: the positional and keyword arguments of that call,
+        with Keras tensors of `model`'s graph in them.
+
+    Raises:
+        ValueError: `layer` is not called in the graph of `model` (e.g. a
+            subclassed model, or a layer only used by another model).
+
+    Example:
+
+    >>> a, b = keras.Input((2,), name="a"), keras.Input((2,), name="b")
+    >>> attention = keras.layers.Attention(name="attention")
+    >>> q, v = keras.layers.Reshape((1, 2))(a), keras.layers.Reshape((1, 2))(b)
+    >>> model = keras.Model([a, b], attention([q, v], use_causal_mask=True))
+    >>> args, kwargs = call_arguments(model, attention)
+    >>> [tuple(t.shape) for t in args[0]], kwargs
+    ([(None, 1, 2), (None, 1, 2)], {'use_causal_mask': True})
+    """
+    keys = getattr(model, "_nodes", ())
+    for index, node in enumerate(getattr(layer, "_inbound_nodes", ())):
+        if f"{id(layer)}_ib-{index}" in keys:
+            return node.arguments.args, node.arguments.kwargs
+    raise ValueError(
+        f"Layer '{layer.name}' is not called in the graph of model '{model.name}'; "
+        "only functional models (and functional models nested in them) have one."
+    )
+
+
+def producer(tensor):
+    """What computed a symbolic Keras tensor.
+
+    Args:
+        tensor: a `keras.KerasTensor` of a functional graph.
+
+    Returns:
+        `(operation, output_index, arguments)`: the operation (layer, model or
+        `keras.ops` operation) whose call returned `tensor`, the position of
+        `tensor` in that call's flattened outputs, and the call's
+        `(args, kwargs)` (None when `tensor` is a model input).
+
+    Example:
+
+    >>> x = keras.Input((4,), name="x")
+    >>> dense = keras.layers.Dense(2, name="dense")
+    >>> operation, index, (args, kwargs) = producer(dense(x))
+    >>> operation.name, index, args[0].name, producer(x)[2]
+    ('dense', 0, 'x', None)
+    """
+    operation, node_index, output_index = tensor._keras_history
+    node = operation._inbound_nodes[node_index]
+    arguments = None if node.is_input else (node.arguments.args, node.arguments.kwargs)
+    return operation, output_index, arguments
+
+
+def keras_tensors(structure):
+    """The Keras tensors in a nested structure (e.g. `(args, kwargs)`), in
+    flattening order, each once.
+
+    Example:
+
+    >>> a, b = keras.Input((2,), name="a"), keras.Input((3,), name="b")
+    >>> [t.name for t in keras_tensors(([a, b], {"presence": a, "training": False}))]
+    ['a', 'b']
+    """
+    seen = {}
+    for value in keras.tree.flatten(structure):
+        if isinstance(value, keras.KerasTensor):
+            seen.setdefault(id(value), value)
+    return list(seen.values())
+
+
+def keras_mask(tensor):
+    """The Keras mask attached to a symbolic tensor (e.g. by
+    `Embedding(mask_zero=True)` and carried on by an LSTM), or None.
+
+    The mask is itself a Keras tensor of the same graph, so a model can be
+    built from the graph's inputs to it.
+
+    Example:
+
+    >>> ids = keras.Input((4,), dtype="int32")
+    >>> embedded = keras.layers.Embedding(10, 3, mask_zero=True)(ids)
+    >>> keras_mask(embedded).shape, keras_mask(ids)
+    ((None, 4), None)
+    """
+    return get_keras_mask(tensor)
