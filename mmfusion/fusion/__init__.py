@@ -13,7 +13,19 @@ from mmfusion.fusion.attention import (
     CrossModalAttention,
     StackedAttention,
 )
-from mmfusion.fusion.base import FusionLayer, mask_inputs, masked_softmax, renormalize
+from mmfusion.fusion.base import (
+    FusionLayer,
+    SequenceFusionLayer,
+    constructor_config,
+    dense,
+    fresh_initializer,
+    large_negative,
+    mask_inputs,
+    masked_mean,
+    masked_softmax,
+    renormalize,
+    softmax_over_valid,
+)
 from mmfusion.fusion.bilinear import BLOCK, MCB, MFB, MFH, MLB, MUTAN, Tucker
 from mmfusion.fusion.dropout import ModalityDropout
 from mmfusion.fusion.gated import GMU
@@ -26,7 +38,8 @@ __all__ = [
     "BLOCK", "GMU", "LMF", "MCB", "MFB", "MFH", "MLB", "MUTAN", "TFN",
     "AttentionPooling", "AutoFusion", "BilinearAttention", "CoAttention", "Concatenate",
     "CrossModalAttention", "FusionLayer", "GANFusion", "ModalityDropout", "MultimodalSets",
-    "StackedAttention", "Tucker", "WeightedSum",
-    "available", "get", "get_class", "mask_inputs", "masked_softmax", "register",
-    "renormalize",
+    "SequenceFusionLayer", "StackedAttention", "Tucker", "WeightedSum",
+    "available", "constructor_config", "dense", "fresh_initializer", "get", "get_class",
+    "large_negative", "mask_inputs", "masked_mean", "masked_softmax", "register",
+    "renormalize", "softmax_over_valid",
 ]

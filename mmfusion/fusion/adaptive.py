@@ -3,8 +3,7 @@
 import keras
 from keras import ops
 
-from mmfusion.fusion.attention import constructor_config, dense
-from mmfusion.fusion.base import EPSILON, FusionLayer, mask_inputs
+from mmfusion.fusion.base import FusionLayer, constructor_config, dense, mask_inputs
 from mmfusion.fusion.registry import register
 
 __all__ = ["AutoFusion", "GANFusion", "reverse_gradient"]
@@ -47,7 +46,7 @@ def _weighted_mean(values, weights):
     """Mean of `values` weighted by `weights` (None: plain mean); 0 if all weights are 0."""
     if weights is None:
         return ops.mean(values)
-    return ops.sum(values * weights) / ops.maximum(ops.sum(weights), EPSILON)
+    return ops.sum(values * weights) / ops.maximum(ops.sum(weights), keras.config.epsilon())
 
 
 class AutoEncoder(keras.layers.Layer):

@@ -5,130 +5,22 @@ co-attention, stacked attention, bilinear attention)."""
 import keras
 from keras import ops
 
-from mmfusion.fusion.base import EPSILON, FusionLayer, mask_inputs, masked_softmax
+from mmfusion.fusion.base import (
+    FusionLayer,
+    SequenceFusionLayer,
+    constructor_config,
+    dense,
+    mask_inputs,
+    masked_mean,
+    masked_softmax,
+    softmax_over_valid,
+)
 from mmfusion.fusion.registry import register
 
 __all__ = [
     "AttentionPooling", "BilinearAttention", "CoAttention", "CrossModalAttention",
-    "SequenceFusionLayer", "StackedAttention",
+    "StackedAttention",
 ]
-
-# Logit given to masked entries before the softmax; their weight is then
-# zeroed exactly, so the value only has to dominate real logits.
-MASKED_LOGIT = -1e9
-
-
-def softmax_over_valid(logits, mask, axis=-1):
-    """Softmax of `logits` along `axis` (an int or a tuple) restricted to the
-    entries where `mask` (broadcastable to `logits`) is 1. Masked entries get
-    weight 0; a slice with no valid entry gets all zeros, never NaN."""
-    mask = ops.cast(mask, logits.dtype)
-    logits = ops.where(mask > 0, logits, MASKED_LOGIT)
-    e = ops.exp(logits - ops.max(logits, axis=axis, keepdims=True)) * mask
-    return e / ops.maximum(ops.sum(e, axis=axis, keepdims=True), EPSILON)
-
-
-def masked_mean(x, mask):
-    """Mean of `x` `(batch, T, d)` over the timesteps where `mask` `(batch, T)`
-    is 1; zeros for a row with no valid timestep."""
-    mask = ops.expand_dims(mask, -1)
-    return ops.sum(x * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), EPSILON)
-
-
-def dense(units, name, layer, input_shape, activation=None, use_bias=True):
-    """A `keras.layers.Dense` sub-layer of `layer`, built for `input_shape`."""
-    sub = keras.layers.Dense(units, activation=activation, use_bias=use_bias,
-                             kernel_initializer=layer.kernel_initializer, name=name)
-    sub.build(input_shape)
-    return sub
-
-
-def constructor_config(layer, config, names):
-    """`config` updated with `layer`'s constructor arguments `names` (stored as
-    attributes of the same name), initializers and activations serialized."""
-    for name in names:
-        value = getattr(layer, name)
-        if isinstance(value, keras.initializers.Initializer):
-            value = keras.initializers.serialize(value)
-        elif callable(value):
-            value = keras.activations.serialize(value)
-        config[name] = value
-    return config
-
-
-class SequenceFusionLayer(FusionLayer):
-    """A `FusionLayer` over sequences `(batch, T_i, d_i)` (or sets of `T_i`
-    elements) that also takes per-timestep masks.
-
-    Each subclass's `fuse(inputs, presence, training, element_mask)` turns
-    `presence` and `element_mask` into one `(batch, T_i)` mask per modality
-    with `timestep_masks`; an absent modality has an all-zero mask, so it is
-    one mechanism for padding and for missing modalities.
-
-    Call arguments (in addition to `FusionLayer`'s):
-        element_mask: optional list (modality order) or dict (like `inputs`)
-            of `(batch, T_i)` 0/1 masks: 1 for real timesteps, 0 for padding.
-
-    Example:
-
-    A layer concatenating each modality's mean over its valid timesteps:
-
-    >>> import numpy as np
-    >>> class MeanOfMeans(SequenceFusionLayer):
-    ...     def fuse(self, inputs, presence, training=None, element_mask=None):
-    ...         masks = self.timestep_masks(inputs, presence, element_mask)
-    ...         return ops.concatenate([masked_mean(x, m) for x, m in zip(inputs, masks)], -1), {}
-    >>> x = [np.ones((1, 3, 2)), np.arange(8.0).reshape(1, 4, 2)]
-    >>> padding = [np.ones((1, 3)), np.array([[1.0, 1.0, 0.0, 0.0]])]  # 2 padded steps
-    >>> ops.convert_to_numpy(MeanOfMeans()(x, element_mask=padding)).tolist()
-    [[1.0, 1.0, 1.0, 2.0]]
-    """
-
-    input_rank = 3
-
-    def call(self, inputs, presence=None, element_mask=None, return_weights=False,
-             training=None):
-        inputs, names = self._order(inputs)
-        batch = self._check_inputs(inputs, names)
-        if presence is not None:
-            presence = self._check_presence(presence, batch)
-        if element_mask is not None:
-            element_mask = self._check_element_mask(element_mask, inputs)
-        output, weights = self.fuse(inputs, presence, training=training,
-                                    element_mask=element_mask)
-        return (output, weights) if return_weights else output
-
-    def _check_element_mask(self, element_mask, inputs):
-        masks, names = self._order(element_mask, what="element masks")
-        layer = f"{self.__class__.__name__} layer '{self.name}'"
-        if len(masks) != len(inputs):
-            raise ValueError(
-                f"{layer} received {len(masks)} element masks for "
-                f"{len(inputs)} modalities {self.modality_names}."
-            )
-        for name, mask, x in zip(names, masks, inputs):
-            expected, given = tuple(x.shape[:2]), tuple(mask.shape)
-            if len(given) != 2 or any(
-                a is not None and b is not None and a != b for a, b in zip(expected, given)
-            ):
-                raise ValueError(
-                    f"{layer}: the element mask of modality '{name}' must have "
-                    f"shape (batch, T) = {expected}; received shape {given}."
-                )
-        return masks
-
-    def timestep_masks(self, inputs, presence, element_mask=None):
-        """One `(batch, T_i)` float mask per modality: `element_mask[i]` (or
-        ones) times `presence[:, i]`."""
-        masks = []
-        for i, x in enumerate(inputs):
-            mask = ops.ones_like(x[..., 0]) if element_mask is None \
-                else ops.cast(element_mask[i], x.dtype)
-            if presence is not None:
-                mask = mask * presence[:, i:i + 1]
-            masks.append(mask)
-        return masks
-
 
 class AttentionBlock(keras.layers.Layer):
     """Post-norm transformer block used by the sequence layers (not exported):

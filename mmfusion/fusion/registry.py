@@ -49,12 +49,14 @@ def register(name):
     return decorator
 
 
-def available(input_rank=None):
+def available(input_rank=None, n_modalities=None):
     """Sorted names of the registered fusion layers.
 
     Args:
         input_rank: optional filter: `2` for layers over vectors
             `(batch, d)`, `3` for layers over sequences `(batch, T, d)`.
+        n_modalities: optional filter: only layers that take this many
+            modalities (`FusionLayer.accepts`).
 
     Returns:
         A sorted list of names.
@@ -63,11 +65,14 @@ def available(input_rank=None):
 
     >>> "gmu" in available(), "co_attention" in available(), "co_attention" in available(2)
     (True, True, False)
+    >>> "mutan" in available(n_modalities=3), "gmu" in available(n_modalities=3)
+    (False, True)
     """
     return sorted(
         name
         for name, cls in _REGISTRY.items()
-        if input_rank is None or cls.input_rank == input_rank
+        if (input_rank is None or cls.input_rank == input_rank)
+        and (n_modalities is None or cls.accepts(n_modalities))
     )
 
 

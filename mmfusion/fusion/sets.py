@@ -3,14 +3,8 @@
 import keras
 from keras import ops
 
-from mmfusion.fusion.attention import (
-    MASKED_LOGIT,
-    AttentionBlock,
-    SequenceFusionLayer,
-    constructor_config,
-    dense,
-)
-from mmfusion.fusion.base import EPSILON
+from mmfusion.fusion.attention import AttentionBlock
+from mmfusion.fusion.base import SequenceFusionLayer, constructor_config, dense, large_negative
 from mmfusion.fusion.registry import register
 
 __all__ = ["MultimodalSets"]
@@ -115,13 +109,13 @@ class MultimodalSets(SequenceFusionLayer):
         if self.pooling == "sum":
             return ops.sum(elements * weights, axis=1), {}
         if self.pooling == "mean":
-            count = ops.maximum(ops.sum(weights, axis=1), EPSILON)
+            count = ops.maximum(ops.sum(weights, axis=1), keras.config.epsilon())
             return ops.sum(elements * weights, axis=1) / count, {}
         if self.pooling == "max":
-            best = ops.max(ops.where(weights > 0, elements, MASKED_LOGIT), axis=1)
+            best = ops.max(ops.where(weights > 0, elements, large_negative(elements.dtype)), axis=1)
             best = ops.where(ops.max(weights, axis=1) > 0, best, 0.0)
             wins = ops.cast(elements == ops.expand_dims(best, 1), elements.dtype) * weights
-            wins = wins / ops.maximum(ops.sum(wins, axis=1, keepdims=True), EPSILON)  # ties split
+            wins = wins / ops.maximum(ops.sum(wins, axis=1, keepdims=True), keras.config.epsilon())  # ties split
             return best, {"element_importance": ops.mean(wins, axis=-1)}
         cls = ops.broadcast_to(self.cls_token, (ops.shape(elements)[0], 1, self.units))
         tokens = ops.concatenate([cls, elements], axis=1)

@@ -301,7 +301,7 @@ def test_block_rejects_bad_arguments():
 
 @pytest.mark.parametrize("cls", [Tucker, MUTAN, BLOCK])
 def test_bimodal_layers_reject_three_modalities(cls):
-    with pytest.raises(ValueError, match=f"{cls.__name__}.*exactly 2.*N modalities: .*mlb"):
+    with pytest.raises(ValueError, match=f"{cls.__name__}.*exactly 2.*take 3 modalities: .*mlb"):
         cls(units=2)(random_inputs(SIZES))
 
 
