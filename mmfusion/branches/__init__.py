@@ -18,11 +18,12 @@ from mmfusion.branches.audio import audio_cnn
 from mmfusion.branches.common import VECTOR_TAP
 from mmfusion.branches.image import image_cnn
 from mmfusion.branches.tabular import tabular_mlp
-from mmfusion.branches.text import standardize_text, text_lstm, text_vectorizer
+from mmfusion.branches.text import (TextPreprocessor, standardize_text, text_lstm,
+                                   text_vectorizer, with_raw_text)
 
 __all__ = [
-    "VECTOR_TAP", "audio_cnn", "image_cnn", "standardize_text", "tabular_mlp", "tap_shapes",
-    "text_lstm", "text_vectorizer",
+    "VECTOR_TAP", "TextPreprocessor", "audio_cnn", "image_cnn", "standardize_text",
+    "tabular_mlp", "tap_shapes", "text_lstm", "text_vectorizer", "with_raw_text",
 ]
 
 

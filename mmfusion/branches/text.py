@@ -1,14 +1,18 @@
-"""Text branch: token embedding and (bi)LSTM layers; tokenization stays in tf.data."""
+"""Text branch: token embedding and (bi)LSTM layers, and the text
+preprocessor that maps raw strings to token ids in a `tf.data` pipeline
+(any backend) or inside a saved model (TensorFlow backend)."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
 from mmfusion.branches.common import VECTOR_TAP
 
-__all__ = ["standardize_text", "text_lstm", "text_vectorizer"]
+__all__ = ["TextPreprocessor", "standardize_text", "text_lstm", "text_vectorizer", "with_raw_text"]
 
 
+@keras.saving.register_keras_serializable(package="mmfusion")
 def standardize_text(texts):
     """Unicode NFKC normalization and case folding (`tensorflow-text`), then
     every character that is not a letter, digit, `+ - * / =` or space becomes a
@@ -29,9 +33,77 @@ def standardize_text(texts):
     return tf.strings.regex_replace(texts, r"[^\p{L}\p{N}+\-*/=\s]", " ")
 
 
+def _string_tensor(texts):
+    """Strings as a `tf.string` tensor (a NumPy array, list or tensor)."""
+    if isinstance(texts, (tf.Tensor, tf.RaggedTensor)):
+        return texts
+    texts = np.asarray(texts)
+    # Object arrays hold Python `str` or `bytes`; `tf.constant` encodes `str` as UTF-8.
+    return tf.constant(texts.tolist() if texts.dtype.kind == "O" else texts, dtype=tf.string)
+
+
+@keras.saving.register_keras_serializable(package="mmfusion")
+class TextPreprocessor(keras.layers.TextVectorization):
+    """A `TextVectorization` that standardizes with `standardize_text` (NFKC +
+    case folding) as TensorFlow ops before splitting and looking up tokens.
+
+    A plain `TextVectorization(standardize=some_function)` hands the function
+    NumPy arrays on the JAX and PyTorch backends, which fails inside a
+    `tf.data` pipeline (there the strings are symbolic `tf.Tensor`s that have
+    no NumPy value: "Cannot convert a symbolic tf.Tensor"). The built-in
+    string standardizations stay TensorFlow ops on every backend, which is
+    why a plain `TextVectorization` works there. This layer runs its
+    standardization as TensorFlow ops too and passes `standardize=None` to
+    `TextVectorization`, so it tokenizes inside `tf.data` on the TensorFlow,
+    JAX and PyTorch backends, and its config holds nothing unregistered: a
+    model containing it saves and reloads. Inside a model (raw string
+    inputs, see `with_raw_text`) it needs the TensorFlow backend, the only
+    one with string tensors; a SavedModel exported from such a model needs
+    `import tensorflow_text` where it is served (its normalization ops).
+
+    Args:
+        **kwargs: the arguments of `keras.layers.TextVectorization`
+            (`max_tokens`, `output_sequence_length`, `vocabulary`, ...),
+            except `standardize`, which is fixed.
+
+    Call arguments:
+        inputs: strings `(batch,)` or `(batch, 1)`: a NumPy array, list or
+            `tf.string` tensor.
+
+    Returns:
+        Token ids as `TextVectorization` returns them (0: padding, 1: OOV).
+
+    Example:
+
+    >>> layer = TextPreprocessor(output_sequence_length=3)
+    >>> layer.adapt(["Straße", "STRASSE straße"])
+    >>> [str(token) for token in layer.get_vocabulary()]  # "ß" case-folds to "ss"
+    ['', '[UNK]', 'strasse']
+    >>> layer(["Strasse STRASSE?", "Rue"]).numpy().tolist()
+    [[2, 2, 0], [1, 0, 0]]
+    """
+
+    def __init__(self, **kwargs):
+        if kwargs.pop("standardize", None) is not None:
+            raise ValueError(
+                f"TextPreprocessor '{kwargs.get('name')}': `standardize` is fixed "
+                "(mmfusion.branches.standardize_text); do not pass it."
+            )
+        super().__init__(standardize=None, **kwargs)
+
+    def update_state(self, data):
+        super().update_state(standardize_text(_string_tensor(data)))
+
+    def call(self, inputs):
+        with tf.device("CPU:0"):
+            inputs = standardize_text(_string_tensor(inputs))
+        return super().call(inputs)
+
+
 def text_vectorizer(texts=None, vocabulary=None, max_tokens=None, sequence_length=16):
-    """A `keras.layers.TextVectorization` to map strings to token ids in a
-    `tf.data` pipeline (see `mmfusion.datasets.pipelines.make_dataset`).
+    """A `TextPreprocessor` mapping strings to token ids, in a `tf.data`
+    pipeline (`mmfusion.datasets.pipelines.make_dataset`, any backend) or
+    inside a model taking raw strings (`with_raw_text`, TensorFlow backend).
 
     Strings are standardized by `standardize_text` and split on whitespace;
     id 0 is padding, 1 the out-of-vocabulary token.
@@ -43,7 +115,7 @@ def text_vectorizer(texts=None, vocabulary=None, max_tokens=None, sequence_lengt
         sequence_length: every output is padded or truncated to this many ids.
 
     Returns:
-        An adapted `TextVectorization` layer; `vocabulary_size()` gives the
+        An adapted `TextPreprocessor` layer; `vocabulary_size()` gives the
         `vocab_size` for `text_lstm`.
 
     Example:
@@ -55,13 +127,63 @@ def text_vectorizer(texts=None, vocabulary=None, max_tokens=None, sequence_lengt
     >>> ids.shape, ids[0, 2:].tolist()
     ((1, 4), [1, 0])
     """
-    layer = keras.layers.TextVectorization(
-        max_tokens=max_tokens, standardize=standardize_text,
-        output_sequence_length=sequence_length, vocabulary=vocabulary,
-    )
+    layer = TextPreprocessor(max_tokens=max_tokens, output_sequence_length=sequence_length,
+                             vocabulary=vocabulary)
     if texts is not None:
-        layer.adapt(tf.constant(list(texts)))
+        layer.adapt(_string_tensor(list(texts)))
     return layer
+
+
+def with_raw_text(model, preprocessors, name=None):
+    """Wraps a model so that the given inputs take raw strings: each goes
+    through its preprocessor (e.g. a `TextPreprocessor`) inside the model, so
+    the preprocessing is saved, reloaded and exported with it.
+
+    Needs the TensorFlow backend (string tensors); on JAX and PyTorch, map
+    the same preprocessors over the `tf.data` pipeline instead. Give
+    `predict` the strings as an object array (`np.array(texts, dtype=object)`)
+    or a `tf.string` tensor: Keras refuses NumPy `str`/`bytes` arrays there.
+
+    Args:
+        model: a functional model whose inputs are named (e.g. from
+            `mmfusion.compose.build_fusion_model`); its token-id inputs are
+            the ones named in `preprocessors`.
+        preprocessors: dict input name -> layer mapping `(batch,)` strings
+            to that input's token ids.
+        name: name of the new model (default: `{model.name}_raw_text`).
+
+    Returns:
+        A `keras.Model` with the same input names; the preprocessed ones are
+        `(batch,)` strings.
+
+    Example:
+
+    >>> vectorizer = text_vectorizer(["red shoe", "blue hat"], sequence_length=4)
+    >>> ids = keras.Input((4,), dtype="int32", name="text")
+    >>> model = keras.Model(ids, keras.layers.Embedding(10, 2)(ids))
+    >>> raw = with_raw_text(model, {"text": vectorizer})
+    >>> raw.input.dtype, tuple(raw(np.array(["RED hat"])).shape)
+    ('string', (1, 4, 2))
+    """
+    names = [t.name for t in model.inputs]
+    unknown = sorted(set(preprocessors) - set(names))
+    if unknown:
+        raise ValueError(
+            f"with_raw_text: model '{model.name}' has no inputs {unknown}; its inputs are {names}."
+        )
+    inputs, feeds = {}, {}
+    for tensor in model.inputs:
+        key = tensor.name
+        if key in preprocessors:
+            inputs[key] = keras.Input(shape=(), dtype="string", name=key)
+            feeds[key] = preprocessors[key](inputs[key])
+        else:
+            inputs[key] = keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=key)
+            feeds[key] = inputs[key]
+    single = len(model.inputs) == 1
+    outputs = model(feeds[names[0]] if single else feeds)
+    return keras.Model(inputs[names[0]] if single else inputs, outputs,
+                       name=name or f"{model.name}_raw_text")
 
 
 def text_lstm(vocab_size, sequence_length=16, embedding_dim=32, units=(32,),

@@ -29,9 +29,12 @@ def make_dataset(inputs, labels=None, batch_size=32, shuffle=False, seed=0, cach
         shuffle: shuffle the examples each epoch (training).
         seed: shuffle seed.
         cache: cache the examples in memory after the first epoch.
-        text_vectorizers: optional dict name -> callable (e.g. a
-            `TextVectorization` from `mmfusion.branches.text_vectorizer`)
-            mapping that input's batch of strings to token ids.
+        text_vectorizers: optional dict name -> callable (e.g. the
+            `TextPreprocessor` from `mmfusion.branches.text_vectorizer`)
+            mapping that input's batch of strings to token ids. It runs in
+            the `tf.data` graph, so it must use TensorFlow ops on every
+            backend (`TextPreprocessor` does; a `TextVectorization` with a
+            Python `standardize` function fails on JAX and PyTorch).
 
     Returns:
         A `tf.data.Dataset`.
