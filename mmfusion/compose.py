@@ -14,12 +14,24 @@ Placements (`placement=`):
   `h_1 = act_1(F_1(taps_1))`, `h_l = act_l(F_l(taps_l + [h_{l-1}]))`. With
   `F_l = concat(units=u)` this is exactly `h_l = act(W [tap_a; tap_b; h_{l-1}])`.
 
+The common cases read as spec objects: `Early(fusion)`, `Late(combine)`,
+`FusionPoint(taps, fusion)` (one, or a list for a chain) as `fusion`, and
+`Head(kind, num_outputs, units)` as `head`; plain names and the keyword
+arguments keep working, and an argument that a spec makes meaningless (e.g.
+`fusion_kwargs` with `FusionPoint`s, `taps` with early fusion) is an error.
+
 Taps of rank > 2 given to a vector fusion layer (`input_rank == 2`) are
 turned into vectors by `tap_pooling` (`"flatten"`, `"avg"` or `"max"`, see
 `mmfusion.branches.common.to_vector`). For sequence fusion layers
 (`input_rank == 3`), rank-3 taps go in unchanged, rank-4 feature maps
 `(batch, H, W, C)` become sequences `(batch, H*W, C)`, and vector taps are an
 error (choose a sequence tap such as a text branch's `lstm_1`).
+
+Padding: a tap with a Keras mask (e.g. every sequence tap of `text_lstm`,
+whose `Embedding` has `mask_zero=True`) passes that mask to sequence fusion
+layers (`mask=`, one per modality, None for unmasked ones), and becomes a
+vector by a masked mean (`"max"`: a masked max) over its real timesteps,
+never by flattening padding, so padded positions cannot change the output.
 """
 
 from dataclasses import dataclass, field
@@ -30,7 +42,9 @@ from keras import ops
 from mmfusion import fusion as fusion_lib
 from mmfusion.branches import VECTOR_TAP, tap_shapes
 from mmfusion.branches.common import dense_stack, to_vector
+from mmfusion.fusion.base import large_negative, masked_mean
 from mmfusion.fusion.dropout import ModalityDropout
+from mmfusion.inspect import keras_graph
 
 PLACEMENTS = ("early", "intermediate", "late")
 HEADS = ("classification", "regression")
@@ -38,7 +52,8 @@ LATE_COMBINERS = ("average", "weighted")
 PRESENCE = "presence"
 PREVIOUS = "previous"
 
-__all__ = ["FusionPoint", "PresenceColumns", "build_fusion_model"]
+__all__ = ["Early", "FusionPoint", "Head", "Late", "MaskedPooling", "PresenceColumns",
+           "build_fusion_model"]
 
 
 @dataclass
@@ -72,6 +87,142 @@ class FusionPoint:
     fusion: object = "concat"
     activation: object = None
     kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Early:
+    """Early fusion: one fusion layer over the modalities' raw inputs.
+
+    Every input is flattened to a vector and cast to float (sequence fusion
+    layers get `(batch, T, d)` inputs as they are), then fused before any
+    branch; the head's MLP plays the role of the shared network.
+
+    Attributes:
+        fusion: a registered fusion-layer name or a `FusionLayer` instance.
+        kwargs: constructor arguments when `fusion` is a name (default
+            `units=` is the model's `units`).
+
+    Example:
+
+    >>> model = build_fusion_model({"a": (3,), "b": (2, 2)}, Early("concat"),
+    ...                            head=Head(num_outputs=3, units=(8,)), units=None)
+    >>> model.get_layer("early_fusion").output.shape
+    (None, 7)
+    """
+
+    fusion: object = "concat"
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Late:
+    """Late fusion: every modality gets its own head; their outputs are combined.
+
+    Attributes:
+        combine: `"average"` (fixed equal weights), `"weighted"` (a learned
+            softmax weighting, in the `late_weighted` layer), or a fusion-layer
+            name or instance followed by a dense output layer.
+        taps: dict modality -> tap each head reads (default: every branch's
+            `"vector"`); modalities left out are not used.
+        kwargs: constructor arguments when `combine` is a fusion-layer name.
+
+    Example:
+
+    >>> from mmfusion.branches import tabular_mlp
+    >>> branches = {"a": tabular_mlp(3, units=(4,), name="a"),
+    ...             "b": tabular_mlp(5, units=(4,), name="b")}
+    >>> model = build_fusion_model(branches, Late("weighted"), head=Head(num_outputs=3))
+    >>> [l.name for l in model.layers if l.name.endswith("_logits")]
+    ['a_head_logits', 'b_head_logits']
+    """
+
+    combine: object = "average"
+    taps: dict = None
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Head:
+    """The task head: an MLP then the output layer.
+
+    Attributes:
+        kind: `"classification"` (softmax over `num_outputs` classes) or
+            `"regression"` (`num_outputs` linear outputs).
+        num_outputs: number of classes or regression targets.
+        units: hidden sizes of the MLP (per modality for late fusion).
+        dropout: dropout rate in the MLP.
+
+    Example:
+
+    >>> from mmfusion.branches import tabular_mlp
+    >>> model = build_fusion_model({"a": tabular_mlp(3, name="a")}, None,
+    ...                            head=Head("regression", num_outputs=2, units=()))
+    >>> model.output.shape
+    (None, 2)
+    """
+
+    kind: str = "classification"
+    num_outputs: int = 2
+    units: tuple = (64,)
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        _check_choice("head", self.kind, HEADS)
+
+
+@keras.saving.register_keras_serializable(package="mmfusion")
+class MaskedPooling(keras.layers.Layer):
+    """Pools a padded sequence `(batch, T, d)` to `(batch, d)` over its real timesteps.
+
+    Used by `build_fusion_model` where a vector fusion layer (or a head)
+    reads a sequence tap that has a Keras mask, so padding never reaches it.
+    Padded values are excluded with `ops.where` (even NaN cannot leak); a
+    row without a real timestep gives zeros.
+
+    Args:
+        pooling: `"avg"` (masked mean) or `"max"` (masked maximum).
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: `(batch, T, d)` tensor.
+        padding: `(batch, T)` bool or 0/1 mask, 1 for real timesteps.
+
+    Returns:
+        `(batch, d)` tensor.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.array([[[1.0], [5.0], [9.0]]])
+    >>> padding = np.array([[1.0, 1.0, 0.0]])  # the last step is padding
+    >>> [MaskedPooling(p)(x, padding=padding).numpy().tolist() for p in ("avg", "max")]
+    [[[3.0]], [[5.0]]]
+    """
+
+    def __init__(self, pooling="avg", **kwargs):
+        super().__init__(**kwargs)
+        if pooling not in ("avg", "max"):
+            raise ValueError(f"MaskedPooling: pooling must be 'avg' or 'max'; received {pooling!r}.")
+        self.pooling = pooling
+
+    def call(self, inputs, padding):
+        if self.pooling == "avg":
+            return masked_mean(inputs, padding)
+        valid = ops.expand_dims(ops.cast(padding, "float32") > 0, -1)
+        low = ops.cast(large_negative(inputs.dtype), inputs.dtype)
+        pooled = ops.max(ops.where(valid, inputs, low), axis=1)
+        return ops.where(ops.any(valid, axis=1), pooled, ops.zeros_like(pooled))
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return None  # the time axis is gone
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pooling=self.pooling)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="mmfusion")
@@ -142,10 +293,17 @@ def _model_input(modality, branch, placement):
 
 def _fusion_layer(spec, units, kwargs, name, modalities):
     """A fusion layer from a name (built with `units=` and the modality names)
-    or an instance (returned as is)."""
+    or an instance (returned as is; constructor arguments are then an error)."""
     if isinstance(spec, str):
-        kwargs = {"units": units, "name": name, "modalities": modalities, **kwargs}
-    return fusion_lib.get(spec, **kwargs)
+        return fusion_lib.get(spec, **{"units": units, "name": name, "modalities": modalities,
+                                       **kwargs})
+    if kwargs:
+        raise ValueError(
+            f"build_fusion_model: constructor arguments {sorted(kwargs)} were given for the "
+            f"fusion layer instance '{getattr(spec, 'name', spec)}', which is already built "
+            "from its own; pass a registered name instead, or drop the arguments."
+        )
+    return fusion_lib.get(spec)
 
 
 def _input_rank(spec):
@@ -154,7 +312,7 @@ def _input_rank(spec):
 
 def _check_count(layer, names):
     low, high = layer.min_modalities, layer.max_modalities
-    if len(names) < low or (high is not None and len(names) > high):
+    if not layer.accepts(len(names)):
         raise ValueError(
             f"build_fusion_model: fusion layer '{layer.name}' "
             f"({type(layer).__name__}) takes {low} to {high or 'any number of'} "
@@ -163,7 +321,8 @@ def _check_count(layer, names):
 
 
 class _Composer:
-    """Builds one model; holds the inputs, tap tensors and cached adapters."""
+    """Builds one model; holds the inputs, tap tensors, their Keras masks and
+    cached adapters."""
 
     def __init__(self, branches, units, tap_pooling, presence):
         self.branches = branches
@@ -173,12 +332,26 @@ class _Composer:
         self.presence = presence
         self.adapted = {}
         self.taps = {}
+        self.masks = {}
 
     def branch_taps(self, inputs):
         for m in self.modalities:
             self.taps[m] = self.branches[m](inputs[m])
+            self.masks[m] = self._branch_masks(m, inputs[m])
+
+    def _branch_masks(self, modality, x):
+        """dict tap -> Keras mask of the branch's masked taps, computed from
+        `x` by a small model over the branch's own mask graph (a nested
+        model's outputs do not carry their masks)."""
+        branch = self.branches[modality]
+        masks = {tap: keras_graph.keras_mask(t) for tap, t in branch.output.items()}
+        masks = {tap: m for tap, m in masks.items() if m is not None}
+        if not masks:
+            return {}
+        return keras.Model(branch.inputs, masks, name=f"{modality}_masks")(x)
 
     def tap(self, modality, tap):
+        """`(tensor, Keras mask or None)` of a branch tap."""
         if modality not in self.branches:
             raise ValueError(
                 f"build_fusion_model: a fusion point names modality '{modality}', "
@@ -190,14 +363,15 @@ class _Composer:
                 f"build_fusion_model: modality '{modality}' has no tap '{tap}'; "
                 f"its taps are {list(available)}."
             )
-        return available[tap]
+        return available[tap], self.masks[modality].get(tap)
 
-    def adapt(self, x, key, rank, where, pooling=None):
+    def adapt(self, x, key, rank, where, pooling=None, mask=None):
         """`x` reshaped for a fusion layer of `input_rank == rank` (cached by `key`).
 
         Vector layers get rank > 2 tensors pooled by `pooling` (default
-        `tap_pooling`); sequence layers get feature maps as sequences and the
-        previous fusion output (key `previous_*`) as a length-1 sequence.
+        `tap_pooling`; a masked sequence by `MaskedPooling`); sequence layers
+        get feature maps as sequences and the previous fusion output (key
+        `previous_*`) as a length-1 sequence.
         """
         if (key, rank) in self.adapted:
             return self.adapted[(key, rank)]
@@ -210,7 +384,11 @@ class _Composer:
                     f"{tuple(x.shape)}) but the fusion layer takes vectors (rank 2); "
                     "set tap_pooling to 'flatten', 'avg' or 'max', or choose a vector tap."
                 )
-            x = to_vector(x, pooling, name=f"{key}_{pooling}")
+            if mask is not None and x_rank == 3:
+                pooling = "max" if pooling == "max" else "avg"
+                x = MaskedPooling(pooling, name=f"{key}_masked_{pooling}")(x, padding=mask)
+            else:
+                x = to_vector(x, pooling, name=f"{key}_{pooling}")
         elif rank == 3 and x_rank == 4:
             x = keras.layers.Reshape((-1, x.shape[-1]), name=f"{key}_to_sequence")(x)
         elif rank == 3 and x_rank == 2 and key.startswith(PREVIOUS):
@@ -225,8 +403,10 @@ class _Composer:
         self.adapted[(key, rank)] = x
         return x
 
-    def fuse(self, layer, tensors, names, presence_columns):
-        """Applies `layer` to the adapted tensors, with the matching presence."""
+    def fuse(self, layer, tensors, names, presence_columns, masks=None):
+        """Applies `layer` to the adapted tensors, with the matching presence
+        and, for sequence layers, the tensors' Keras masks (`masks`, None for
+        unmasked ones)."""
         _check_count(layer, names)
         kwargs = {}
         if self.presence is not None:
@@ -238,20 +418,87 @@ class _Composer:
                     columns, ones=len(presence_columns) - len(columns),
                     name=f"{layer.name}_presence",
                 )(self.presence)
+        if masks and layer.input_rank == 3 and any(m is not None for m in masks):
+            kwargs["mask"] = list(masks)
         return layer(tensors, **kwargs)
 
 
-def _head(x, head, num_outputs, head_units, head_dropout, prefix):
+def _head(x, head, prefix):
     """MLP then the output layer (logits for classification)."""
-    x, _ = dense_stack(x, head_units, head_dropout, prefix=prefix)
-    name = f"{prefix}_logits" if head == "classification" else f"{prefix}_output"
-    return keras.layers.Dense(num_outputs, name=name)(x)
+    x, _ = dense_stack(x, head.units, head.dropout, prefix=prefix)
+    name = f"{prefix}_logits" if head.kind == "classification" else f"{prefix}_output"
+    return keras.layers.Dense(head.num_outputs, name=name)(x)
 
 
 def _finish(x, head):
-    if head == "classification":
+    if head.kind == "classification":
         return keras.layers.Activation("softmax", name="prediction")(x)
     return keras.layers.Identity(name="prediction")(x)
+
+
+def _conflict(given, spec, hint):
+    raise ValueError(f"build_fusion_model: {given} cannot be combined with {spec}; {hint}.")
+
+
+def _fusion_spec(fusion, placement, taps, fusion_kwargs, modalities):
+    """The fusion argument and its keyword companions as one spec: `Early`,
+    `Late`, a list of `FusionPoint`s, or None (a unimodal model with `taps`).
+    Arguments the spec would ignore are errors."""
+    _check_choice("placement", placement, PLACEMENTS)
+    kind = type(fusion).__name__
+    if isinstance(fusion, (Early, Late)):
+        wanted = "early" if isinstance(fusion, Early) else "late"
+        if placement not in ("intermediate", wanted):
+            _conflict(f"placement={placement!r}", f"{kind}(...)",
+                      f"{kind} is {wanted} fusion (drop `placement`)")
+        if fusion_kwargs:
+            _conflict("fusion_kwargs", f"{kind}(...)", f"give them as {kind}(..., kwargs=...)")
+        if taps is not None:
+            _conflict("taps", f"{kind}(...)", "early fusion reads the raw inputs"
+                      if isinstance(fusion, Early) else "give them as Late(..., taps=...)")
+        return fusion
+    if isinstance(fusion, FusionPoint):
+        fusion = [fusion]
+    if isinstance(fusion, (list, tuple)):
+        if placement != "intermediate":
+            raise ValueError("build_fusion_model: a list of FusionPoints (multi-point fusion) "
+                             "needs placement='intermediate'.")
+        if taps is not None:
+            raise ValueError("build_fusion_model: with FusionPoints, give taps in each "
+                             "FusionPoint, not in `taps`.")
+        if fusion_kwargs:
+            _conflict("fusion_kwargs", "FusionPoints", "give them as FusionPoint(..., kwargs=...)")
+        return list(fusion)
+    kwargs = dict(fusion_kwargs or {})
+    if fusion is None:
+        if placement != "intermediate":
+            raise ValueError("build_fusion_model: fusion=None (a unimodal model) needs "
+                             "placement='intermediate'.")
+        if kwargs:
+            _conflict("fusion_kwargs", "fusion=None", "a unimodal model has no fusion layer")
+        return None
+    if placement == "early":
+        if taps is not None:
+            _conflict("taps", "placement='early'", "early fusion reads the raw inputs")
+        return Early(fusion, kwargs)
+    if placement == "late":
+        if fusion in LATE_COMBINERS and kwargs:
+            _conflict("fusion_kwargs", f"the late combiner {fusion!r}",
+                      "it has no constructor arguments")
+        return Late(fusion, taps, kwargs)
+    return [FusionPoint(taps or {m: VECTOR_TAP for m in modalities}, fusion, kwargs=kwargs)]
+
+
+def _head_spec(head, num_outputs, head_units, head_dropout):
+    if not isinstance(head, Head):
+        return Head(head, num_outputs, tuple(head_units), head_dropout)
+    given = [name for name, value, default in (("num_outputs", num_outputs, 2),
+                                                ("head_units", tuple(head_units), (64,)),
+                                                ("head_dropout", head_dropout, 0.0))
+             if value != default]
+    if given:
+        _conflict(", ".join(given), "head=Head(...)", "give them in Head(...)")
+    return head
 
 
 def build_fusion_model(branches, fusion="concat", head="classification", num_outputs=2, *,
@@ -263,27 +510,32 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
     Args:
         branches: dict modality -> branch model (from `mmfusion.branches`; its
             input must be named after the modality). The model inputs are named
-            after the modalities, in this order. For `placement="early"` a
-            value may also be an input shape tuple (branches are not run then:
-            only their input specs are used).
-        fusion: a registered fusion-layer name (built with `units=units` and
-            `fusion_kwargs`), a `FusionLayer` instance, or a list of
-            `FusionPoint`s (a multi-point MFAS chain; intermediate only). For
-            `placement="late"` also `"average"` or `"weighted"`. None builds
-            a unimodal model (one modality, intermediate placement): its tap
-            goes straight to the head.
-        head: `"classification"` (softmax over `num_outputs` classes) or
-            `"regression"` (`num_outputs` linear outputs).
-        num_outputs: number of classes or regression targets.
-        placement: `"early"`, `"intermediate"` or `"late"` (see the module docstring).
-        taps: dict modality -> tap name for intermediate and late placements
+            after the modalities, in this order. For early fusion a value may
+            also be an input shape tuple (branches are not run then: only
+            their input specs are used).
+        fusion: what to fuse, and how:
+            - a `FusionPoint`, or a list of them (a multi-point MFAS chain);
+            - `Early(fusion)` or `Late(combine)`;
+            - a registered fusion-layer name or a `FusionLayer` instance, at
+              `placement` with `taps` and `fusion_kwargs` (the older form);
+              for `placement="late"` also `"average"` or `"weighted"`;
+            - None: a unimodal model (one modality): its tap goes to the head.
+        head: a `Head`, or its kind (`"classification"` or `"regression"`)
+            with `num_outputs`, `head_units` and `head_dropout`.
+        num_outputs: number of classes or regression targets (with a kind).
+        placement: `"early"`, `"intermediate"` or `"late"` for a fusion given
+            by name or instance (see the module docstring).
+        taps: dict modality -> tap name for a fusion given by name or instance
             (default: every branch's `"vector"` tap; modalities left out are
-            not fused). A branch's layers after its chosen tap stay in the
-            model (the branch is one nested model) but get no gradient.
+            not fused), or the one tap of a unimodal model. A branch's layers
+            after its chosen tap stay in the model (the branch is one nested
+            model) but get no gradient.
         units: `units=` of fusion layers given by name.
-        fusion_kwargs: other constructor arguments of fusion layers given by name.
+        fusion_kwargs: other constructor arguments of a fusion layer given by name.
         tap_pooling: how taps of rank > 2 become vectors for vector fusion
-            layers: `"flatten"`, `"avg"`, `"max"`, or None (then such taps are an error).
+            layers: `"flatten"`, `"avg"`, `"max"`, or None (then such taps are
+            an error). Masked sequence taps are pooled over their real
+            timesteps (`MaskedPooling`: mean, or max for `"max"`).
         head_units: hidden sizes of the head MLP (per modality for late fusion).
         head_dropout: dropout rate in the head MLP.
         presence: if True, the model takes one more input `"presence"`,
@@ -298,7 +550,13 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
 
     Returns:
         A functional `keras.Model` with one named input per modality (plus
-        `"presence"`) and one output layer named `"prediction"`.
+        `"presence"`) and one output layer named `"prediction"`. What its
+        fusion layers learned (gates, modality weights, attention maps) is
+        read by `mmfusion.inspect.fusion_explainer(model)`.
+
+    Raises:
+        ValueError: unknown names, wrong ranks or modality counts, and
+            arguments that the chosen fusion would ignore.
 
     Example:
 
@@ -309,12 +567,22 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
     >>> model = build_fusion_model(branches, "gmu", num_outputs=3, units=8)
     >>> model.predict({"a": np.ones((2, 3)), "b": np.ones((2, 5))}, verbose=0).shape
     (2, 3)
+
+    The same with spec objects:
+
+    >>> model = build_fusion_model(
+    ...     branches, FusionPoint({"a": "vector", "b": "vector"}, "gmu", kwargs={"units": 8}),
+    ...     head=Head("classification", num_outputs=3, units=(16,)))
+    >>> model.get_layer("fusion_1_gmu").output.shape
+    (None, 8)
     """
-    _check_choice("placement", placement, PLACEMENTS)
-    _check_choice("head", head, HEADS)
     if not isinstance(branches, dict) or not branches:
         raise ValueError("build_fusion_model: `branches` must be a non-empty dict modality -> branch.")
-    inputs = {m: _model_input(m, b, placement) for m, b in branches.items()}
+    spec = _fusion_spec(fusion, placement, taps, fusion_kwargs, list(branches))
+    head = _head_spec(head, num_outputs, head_units, head_dropout)
+    early = isinstance(spec, Early)
+    inputs = {m: _model_input(m, b, "early" if early else "intermediate")
+              for m, b in branches.items()}
     model_inputs = dict(inputs)
     presence_input = None
     if presence:
@@ -326,33 +594,23 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
         presence_input = ModalityDropout(modality_dropout, modalities=list(inputs),
                                          name="modality_dropout")(inputs, presence=presence_input)
     composer = _Composer(branches, units, tap_pooling, presence_input)
-    kwargs = dict(fusion_kwargs or {})
-    if fusion is None and placement != "intermediate":
-        raise ValueError("build_fusion_model: fusion=None (a unimodal model) needs "
-                         "placement='intermediate'.")
-    if isinstance(fusion, (list, tuple)) and placement != "intermediate":
-        raise ValueError("build_fusion_model: a list of FusionPoints (multi-point fusion) "
-                         "needs placement='intermediate'.")
-    if placement == "early":
-        x = _early(composer, inputs, fusion, kwargs)
-        x = _head(x, head, num_outputs, head_units, head_dropout, prefix="head")
-    elif placement == "late":
-        composer.branch_taps(inputs)
-        x = _late(composer, fusion, kwargs, taps, head, num_outputs, head_units, head_dropout)
+    if early:
+        x = _head(_early(composer, inputs, spec), head, prefix="head")
     else:
         composer.branch_taps(inputs)
-        if fusion is None:
-            x = _unimodal(composer, taps)
-        elif not isinstance(fusion, (list, tuple)):
-            chosen = taps or {m: VECTOR_TAP for m in branches}
-            x = _chain(composer, [FusionPoint(taps=chosen, fusion=fusion, kwargs=kwargs)])
-        elif taps is not None:
-            raise ValueError("build_fusion_model: with FusionPoints, give taps in each "
-                             "FusionPoint, not in `taps`.")
+        if isinstance(spec, Late):
+            x = _late(composer, spec, head)
+        elif spec is None:
+            x = _head(_unimodal(composer, taps), head, prefix="head")
         else:
-            x = _chain(composer, fusion)
-        x = _head(x, head, num_outputs, head_units, head_dropout, prefix="head")
+            x = _head(_chain(composer, spec), head, prefix="head")
     return keras.Model(model_inputs, _finish(x, head), name=name)
+
+
+def _vector_tap(composer, modality, tap):
+    """A branch tap as a vector (pooled as `adapt` does)."""
+    x, mask = composer.tap(modality, tap)
+    return composer.adapt(x, f"{modality}_{tap}", 2, f"tap '{tap}' of '{modality}'", mask=mask)
 
 
 def _unimodal(composer, taps):
@@ -362,39 +620,39 @@ def _unimodal(composer, taps):
         raise ValueError(f"build_fusion_model: fusion=None (a unimodal model) needs exactly "
                          f"one modality; received {list(chosen)}.")
     (m, tap), = chosen.items()
-    return composer.adapt(composer.tap(m, tap), f"{m}_{tap}", 2, f"tap '{tap}' of '{m}'")
+    return _vector_tap(composer, m, tap)
 
 
-def _early(composer, inputs, fusion, kwargs):
+def _early(composer, inputs, spec):
     """Fuses the raw inputs: flattened to vectors (or kept as sequences for
     sequence layers) and cast to float."""
-    rank = _input_rank(fusion)
+    rank = _input_rank(spec.fusion)
     tensors = []
     for m, x in inputs.items():
         if x.dtype != "float32":
             x = keras.layers.Rescaling(1.0, dtype="float32", name=f"{m}_to_float")(x)
         tensors.append(composer.adapt(x, m, rank, f"input '{m}'", pooling="flatten"))
     names = list(inputs)
-    layer = _fusion_layer(fusion, composer.units, kwargs, "early_fusion", names)
+    layer = _fusion_layer(spec.fusion, composer.units, spec.kwargs, "early_fusion", names)
     return composer.fuse(layer, tensors, names, list(range(len(names))))
 
 
-def _late(composer, fusion, kwargs, taps, head, num_outputs, head_units, head_dropout):
-    chosen = taps or {m: VECTOR_TAP for m in composer.modalities}
-    outputs = []
-    for m, tap in chosen.items():
-        x = composer.adapt(composer.tap(m, tap), f"{m}_{tap}", 2, f"tap '{tap}' of '{m}'")
-        outputs.append(_head(x, head, num_outputs, head_units, head_dropout, prefix=f"{m}_head"))
+def _late(composer, spec, head):
+    chosen = spec.taps or {m: VECTOR_TAP for m in composer.modalities}
+    outputs = [_head(_vector_tap(composer, m, tap), head, prefix=f"{m}_head")
+               for m, tap in chosen.items()]
     names = list(chosen)
     columns = [composer.modalities.index(m) for m in names]
-    if fusion in LATE_COMBINERS:
-        layer = fusion_lib.get("weighted_sum", units=None, name=f"late_{fusion}",
+    if spec.combine in LATE_COMBINERS:
+        if spec.kwargs:
+            _conflict("kwargs", f"Late({spec.combine!r})", "it has no constructor arguments")
+        layer = fusion_lib.get("weighted_sum", units=None, name=f"late_{spec.combine}",
                                modalities=names)
-        layer.trainable = fusion == "weighted"
+        layer.trainable = spec.combine == "weighted"
         return composer.fuse(layer, outputs, names, columns)
-    layer = _fusion_layer(fusion, composer.units, kwargs, "late_fusion", names)
+    layer = _fusion_layer(spec.combine, composer.units, spec.kwargs, "late_fusion", names)
     fused = composer.fuse(layer, outputs, names, columns)
-    return keras.layers.Dense(num_outputs, name="late_logits")(fused)
+    return keras.layers.Dense(head.num_outputs, name="late_logits")(fused)
 
 
 def _chain(composer, points):
@@ -404,20 +662,23 @@ def _chain(composer, points):
             raise ValueError(f"build_fusion_model: fusion point {i} must be a FusionPoint; "
                              f"received {type(point).__name__}.")
         rank = _input_rank(point.fusion)
-        tensors, names = [], []
+        tensors, names, masks = [], [], []
         for m, tap in point.taps.items():
-            x = composer.tap(m, tap)
-            tensors.append(composer.adapt(x, f"{m}_{tap}", rank, f"tap '{tap}' of '{m}'"))
+            x, mask = composer.tap(m, tap)
+            tensors.append(composer.adapt(x, f"{m}_{tap}", rank, f"tap '{tap}' of '{m}'",
+                                          mask=mask))
             names.append(m)
+            masks.append(mask if len(x.shape) == 3 else None)
         columns = [composer.modalities.index(m) for m in names]
         if previous is not None:
             tensors.append(composer.adapt(previous, f"{PREVIOUS}_{i - 1}", rank, "previous"))
             names.append(PREVIOUS)
             columns.append(None)
+            masks.append(None)
         layer = _fusion_layer(point.fusion, composer.units, point.kwargs,
                               f"fusion_{i}_{point.fusion}" if isinstance(point.fusion, str)
                               else None, names)
-        previous = composer.fuse(layer, tensors, names, columns)
+        previous = composer.fuse(layer, tensors, names, columns, masks)
         if point.activation is not None:
             previous = keras.layers.Activation(point.activation,
                                                name=f"fusion_{i}_activation")(previous)

@@ -1,6 +1,6 @@
 """build_fusion_model: every registered vector fusion layer at every placement
 (builds, fits, reloads identically), the numbers each placement computes,
-presence masks, and clear errors."""
+presence masks, spec objects, Keras masks of padded taps, and clear errors."""
 
 import os
 
@@ -10,7 +10,8 @@ import pytest
 
 from mmfusion import fusion
 from mmfusion.branches import image_cnn, tabular_mlp, text_lstm
-from mmfusion.compose import FusionPoint, PresenceColumns, build_fusion_model
+from mmfusion.compose import Early, FusionPoint, Head, Late, PresenceColumns, build_fusion_model
+from mmfusion.inspect import keras_graph
 
 N = 8
 RNG = np.random.default_rng(0)
@@ -250,3 +251,131 @@ def test_mismatched_modality_names_and_counts():
         three = dict(branches(), c=tabular_mlp(2, units=(3,), name="c"))
         with pytest.raises(ValueError, match="takes 2 to 2 inputs.*gives it 3"):
             build_fusion_model(three, two_only[0], units=4)
+
+
+# ------------------------------------------------------------ spec objects
+def _same_model(kwargs_a, kwargs_b, x=X):
+    """Predictions of two spellings of one model, built from the same seed."""
+    outputs = []
+    for kwargs in (kwargs_a, kwargs_b):
+        keras.utils.set_random_seed(3)
+        model = build_fusion_model(branches(), **kwargs)
+        outputs.append((predict(model, x), [layer.name for layer in model.layers]))
+    return outputs
+
+
+@pytest.mark.parametrize("old, new", [
+    (dict(fusion="weighted", placement="late", num_outputs=3, head_units=(4,)),
+     dict(fusion=Late("weighted"), head=Head(num_outputs=3, units=(4,)))),
+    (dict(fusion="gmu", placement="late", units=6, fusion_kwargs={"use_bias": False},
+          taps={"a": "dense_1", "b": "vector"}),
+     dict(fusion=Late("gmu", taps={"a": "dense_1", "b": "vector"},
+                      kwargs={"use_bias": False}), units=6)),
+    (dict(fusion="concat", placement="early", units=None, head="regression", num_outputs=2),
+     dict(fusion=Early("concat"), units=None, head=Head("regression", 2))),
+    (dict(fusion="gmu", taps={"a": "dense_1", "b": "block_1"}, fusion_kwargs={"units": 5}),
+     dict(fusion=FusionPoint({"a": "dense_1", "b": "block_1"}, "gmu", kwargs={"units": 5}))),
+])
+def test_spec_objects_build_the_same_model_as_the_keyword_form(old, new):
+    (first, names_a), (second, names_b) = _same_model(old, new)
+    assert names_a == names_b
+    np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(fusion=[FusionPoint({"a": "vector", "b": "vector"})], fusion_kwargs={"units": 4}),
+     "fusion_kwargs cannot be combined with FusionPoints"),
+    (dict(fusion=FusionPoint({"a": "vector", "b": "vector"}), taps={"a": "vector"}),
+     "give taps in each FusionPoint"),
+    (dict(fusion="concat", placement="early", taps={"a": "dense_1"}),
+     "taps cannot be combined with placement='early'"),
+    (dict(fusion=Early("concat"), fusion_kwargs={"units": 3}),
+     r"fusion_kwargs cannot be combined with Early\(...\)"),
+    (dict(fusion=Late("average"), placement="early"), "Late is late fusion"),
+    (dict(fusion=Late("gmu"), taps={"a": "vector"}), r"Late\(..., taps=...\)"),
+    (dict(fusion="average", placement="late", fusion_kwargs={"units": 3}),
+     "late combiner 'average'.*no constructor arguments"),
+    (dict(fusion=Late("weighted", kwargs={"units": 3})), "no constructor arguments"),
+    (dict(fusion=None, fusion_kwargs={"units": 3}), "unimodal model has no fusion layer"),
+    (dict(fusion=fusion.get("gmu", units=4), fusion_kwargs={"units": 8}),
+     r"constructor arguments \['units'\] were given for the fusion layer instance"),
+    (dict(head=Head(num_outputs=3), num_outputs=4), r"num_outputs cannot be combined with head=Head"),
+    (dict(head=Head(), head_units=(8,), head_dropout=0.5),
+     "head_units, head_dropout cannot be combined"),
+])
+def test_arguments_a_spec_would_ignore_are_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_fusion_model(branches(), **kwargs)
+    with pytest.raises(ValueError, match="head must be one of"):
+        Head("ranking")
+
+
+# ------------------------------------------------------------ Keras masks
+T = 5
+IDS = np.array([[3, 4, 5, 0, 0], [6, 0, 0, 0, 0], [2, 7, 8, 9, 4], [5, 5, 0, 0, 0]] * 2, "int32")
+
+
+def text_branches():
+    return {"t": text_lstm(10, sequence_length=T, embedding_dim=3, units=(4,), name="t"),
+            "b": image_cnn((4, 4, 1), filters=(2,), name="b")}
+
+
+def with_padding_row(model, value):
+    """`model`'s predictions on (IDS, X["b"]) with the padding embedding (row 0) set to `value`."""
+    embedding = model.get_layer("t_branch").get_layer("t_embedding")
+    table = embedding.embeddings.numpy()
+    table[0] = value
+    embedding.embeddings.assign(table)
+    return predict(model, {"t": IDS, "b": X["b"]})
+
+
+def test_vector_fusion_at_a_padded_tap_is_the_masked_mean(tmp_path):
+    """A vector fusion at the embedding tap sees the mean over real tokens
+    (brute force from the embedding table); padding values change nothing;
+    the mask survives `.keras` reload."""
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model(text_branches(), "concat", units=None, num_outputs=3,
+                               taps={"t": "embedding", "b": "vector"}, head_units=())
+    table = model.get_layer("t_branch").get_layer("t_embedding").embeddings.numpy()
+    expected = np.stack([table[row[row > 0]].mean(axis=0) for row in IDS])
+    pooled = keras.Model(model.inputs, model.get_layer("t_embedding_masked_avg").output)
+    np.testing.assert_allclose(pooled.predict({"t": IDS, "b": X["b"]}, verbose=0), expected,
+                               rtol=1e-6)
+    first = with_padding_row(model, 0.0)
+    np.testing.assert_array_equal(with_padding_row(model, 50.0), first)
+    path = str(tmp_path / "masked.keras")
+    model.save(path)
+    np.testing.assert_array_equal(predict(keras.saving.load_model(path),
+                                          {"t": IDS, "b": X["b"]}), first)
+
+
+def test_masked_max_pooling_and_unmasked_taps_keep_tap_pooling():
+    model = build_fusion_model(text_branches(), "concat", units=None, tap_pooling="max",
+                               taps={"t": "embedding", "b": "block_1"}, head_units=())
+    table = model.get_layer("t_branch").get_layer("t_embedding").embeddings.numpy()
+    (pooled,) = [np.asarray(o) for o in [keras.Model(
+        model.inputs, model.get_layer("t_embedding_masked_max").output)(
+            {"t": IDS, "b": X["b"]})]]
+    np.testing.assert_allclose(pooled, np.stack([table[r[r > 0]].max(axis=0) for r in IDS]))
+    assert model.get_layer("b_block_1_max").output.shape == (None, 2)  # no mask: plain pooling
+
+
+SEQUENCE_LAYERS = sorted(n for n in fusion.available(input_rank=3) if fits(2, fusion.get_class(n)))
+
+
+@pytest.mark.parametrize("name", SEQUENCE_LAYERS)
+def test_sequence_fusion_ignores_padding_of_a_masked_tap(name):
+    """The text branch's mask reaches the sequence fusion layer: the padding
+    embedding (what padded timesteps hold) does not change predictions."""
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model(text_branches(), name, units=8, num_outputs=3,
+                               taps={"t": "embedding", "b": "block_1"})
+    first = with_padding_row(model, 0.0)
+    np.testing.assert_allclose(with_padding_row(model, 3.0), first, atol=1e-6)
+    # The composer passes the mask itself (a nested model's outputs carry
+    # none in the graph): the text tap's mask, None for the feature map.
+    _, kwargs = keras_graph.call_arguments(model, model.get_layer(f"fusion_1_{name}"))
+    t_mask, b_mask = kwargs["mask"]
+    assert b_mask is None
+    np.testing.assert_array_equal(keras.Model(model.inputs, t_mask)(
+        {"t": IDS, "b": X["b"]}), IDS != 0)

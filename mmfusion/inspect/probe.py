@@ -4,7 +4,6 @@ attention maps) out of a trained model."""
 import keras
 import numpy as np
 
-from mmfusion.compose import PRESENCE
 from mmfusion.fusion.base import FusionLayer
 from mmfusion.inspect import keras_graph
 
@@ -227,7 +226,7 @@ def _with_input(x, names, name, value):
     return x
 
 
-def modality_ablation(model, x, y, metric=None, presence=PRESENCE):
+def modality_ablation(model, x, y, metric=None, presence="presence"):
     """The model's metric with each modality in turn marked absent.
 
     A modality is marked absent through the model's `presence` input when it
