@@ -7,7 +7,6 @@ seeds. Prints a markdown table and writes JSON.
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -18,48 +17,47 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmfusion import fusion  # noqa: E402
+from mmfusion import fusion, tasks  # noqa: E402
 from mmfusion.datasets.fsdd import load_fsdd  # noqa: E402
-from recipes import default_fsdd_path  # noqa: E402
-from recipes.av_digits import AUDIO_LENGTH, run  # noqa: E402
+from mmfusion.recipes.train import train_task, write_json  # noqa: E402
 
 FUSIONS = ("concat", "weighted_sum", "gmu", "lmf", "mfb")
-TASKS = {"av_digits": ("image", "audio"), "av_text_digits": ("image", "audio", "text")}
 
 
 def configurations(modalities):
-    """`(row label, recipe arguments)`; unregistered fusion layers are reported, not run."""
-    rows = [(f"{m} alone", ["--modalities", m]) for m in modalities]
+    """`(row label, train_task settings)`; unregistered fusion layers are reported, not run."""
+    rows = [(f"{m} alone", {"modalities": [m]}) for m in modalities]
     skipped = []
     for name in FUSIONS:
         if name in fusion.available():
-            rows.append((name, ["--fusion", name]))
+            rows.append((name, {"fusion": name}))
         else:
             skipped.append(name)
-    rows.append(("late (learned weights)", ["--placement", "late", "--fusion", "weighted"]))
+    rows.append(("late (learned weights)", {"placement": "late", "fusion": "weighted"}))
     return rows, skipped
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--task", choices=tuple(TASKS), default="av_digits")
+    parser.add_argument("--task", choices=("av_digits", "av_text_digits"), default="av_digits")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--fsdd-path", default=default_fsdd_path())
+    parser.add_argument("--data-dir", default=None,
+                        help="folder of datasets holding fsdd/ (None: $MMFUSION_DATA, else "
+                             "Keras's cache)")
     parser.add_argument("--output", default=None, help="default runs/bench-TASK")
     args = parser.parse_args(argv)
     output = args.output or os.path.join("runs", f"bench-{args.task}")
-    modalities = TASKS[args.task]
+    modalities = tasks.get(args.task).modalities
     rows, skipped = configurations(modalities)
-    data = load_fsdd(args.fsdd_path, length=AUDIO_LENGTH)
+    data = load_fsdd(data_dir=args.data_dir, length=tasks.AUDIO_LENGTH)  # decoded once
     results = {}
     for label, extra in rows:
         accuracies = []
         for seed in args.seeds:
             folder = os.path.join(output, label.split(" ")[0], f"s{seed}")
-            metrics = run(args.task, extra + ["--epochs", str(args.epochs), "--seed", str(seed),
-                                              "--output", folder, "--quiet"],
-                          text=args.task == "av_text_digits", fsdd=data)
+            metrics = train_task(args.task, seed=seed, output=folder, epochs=args.epochs,
+                                 options={"fsdd": data}, verbose=1, **extra)
             accuracies.append(metrics["test_accuracy"])
         results[label] = {"mean": float(np.mean(accuracies)), "std": float(np.std(accuracies)),
                           "runs": accuracies}
@@ -77,8 +75,7 @@ def main(argv=None):
               f"{os.cpu_count()} CPUs", "results": results, "skipped": skipped,
               "best_single_modality": best_single, "markdown": table}
     path = os.path.join(output, "results.json")
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(path, report)
     print(f"results: {path}")
     return report
 

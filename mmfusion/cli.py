@@ -1,10 +1,18 @@
-"""The `mmfusion` command: demo, list, train, search, report."""
+"""The `mmfusion` command: demo, list, train, search, report.
+
+Keras and TensorFlow are imported only by the subcommand that runs, so
+`mmfusion --help` answers at once; `train` and `search` parse their own
+options (`mmfusion train TASK --help`).
+"""
 
 import argparse
-import importlib
 import sys
 
-__all__ = ["build_parser", "main"]
+from mmfusion import tasks
+
+__all__ = ["build_parser", "main", "search_parser"]
+
+_FORMAT = argparse.ArgumentDefaultsHelpFormatter
 
 
 def _demo(args):
@@ -14,6 +22,11 @@ def _demo(args):
 
 
 def _list(args):
+    if args.what == "tasks":
+        for name in tasks.available():
+            task = tasks.get(name)
+            print(f"{name:16s} {'+'.join(task.modalities):22s} {task.description}")
+        return
     from mmfusion import fusion
 
     for name in fusion.available():
@@ -29,27 +42,66 @@ def _report(args):
     print(build_report(args.logdir, output=args.output))
 
 
-def _search(args):
-    from mmfusion.search.run import run_search
-
-    callbacks = []
-    if args.tensorboard:
-        import keras
-
-        callbacks.append(keras.callbacks.TensorBoard(args.tensorboard))
-    fusions = {"fusions": args.fusions.split(",")} if args.fusions else {}
-    run_search(args.recipe, oracle=args.oracle, trials=args.trials, directory=args.directory,
-               epochs=args.epochs, max_layers=args.max_layers, seed=args.seed,
-               pretrain_epochs=args.pretrain_epochs, overwrite=args.overwrite,
-               callbacks=callbacks, **fusions)
-
-
 def _train(args):
-    try:
-        recipe = importlib.import_module(f"recipes.{args.recipe}")
-    except ModuleNotFoundError as error:
-        raise SystemExit(f"mmfusion train: unknown recipe '{args.recipe}' ({error}).")
-    recipe.main(args.recipe_args)
+    from mmfusion.recipes.train import main as train
+
+    train(args.task, args.task_args)
+
+
+def search_parser(task):
+    """The parser of `mmfusion search TASK`'s options (defaults shown in `--help`).
+
+    Example:
+
+    >>> args = search_parser("synthetic").parse_args(["--trials", "3"])
+    >>> args.trials, args.oracle, args.max_layers, args.data_dir
+    (3, 'mfas', 2, None)
+    """
+    from mmfusion.search.run import DEFAULT_FUSIONS, ORACLES
+
+    parser = argparse.ArgumentParser(
+        prog=f"mmfusion search {task}", formatter_class=_FORMAT,
+        description=f"Fusion architecture search on {task}: which taps, fusion layers and depth.")
+    parser.add_argument("--oracle", default="mfas", choices=ORACLES, help="search strategy")
+    parser.add_argument("--trials", type=int, default=10, help="number of trials")
+    parser.add_argument("--directory", default="mmfusion-search",
+                        help="search folder (resumed unless --overwrite)")
+    parser.add_argument("--epochs", type=int, default=5, help="training epochs per trial")
+    parser.add_argument("--fusions", default=",".join(DEFAULT_FUSIONS),
+                        help="comma-separated candidate fusion layers (mmfusion list)")
+    parser.add_argument("--pretrain-epochs", type=int, default=10,
+                        help="epochs of each branch's pretraining")
+    parser.add_argument("--max-layers", type=int, default=2, help="most fusion layers")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and the oracle")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder of datasets holding fsdd/; None: $MMFUSION_DATA, else "
+                             "Keras's cache (downloading if needed)")
+    parser.add_argument("--overwrite", action="store_true", help="start again")
+    parser.add_argument("--tensorboard", default=None,
+                        help="TensorBoard log folder (HParams dashboard of the trials)")
+    return parser
+
+
+def _search(args):
+    parser = search_parser(args.task)
+    options = parser.parse_args(args.task_args)
+    from mmfusion import fusion
+
+    fusions = options.fusions.split(",")
+    unknown = [name for name in fusions if name not in fusion.available()]
+    if unknown:
+        parser.error(f"unknown fusion layer(s) {', '.join(unknown)}; "
+                     f"available: {', '.join(fusion.available())}")
+    import keras
+
+    from mmfusion.search.run import load_task, run_search
+
+    callbacks = [keras.callbacks.TensorBoard(options.tensorboard)] if options.tensorboard else []
+    task = load_task(args.task, seed=options.seed, data_dir=options.data_dir)
+    run_search(task, oracle=options.oracle, trials=options.trials, directory=options.directory,
+               epochs=options.epochs, max_layers=options.max_layers, seed=options.seed,
+               pretrain_epochs=options.pretrain_epochs, overwrite=options.overwrite,
+               callbacks=callbacks, fusions=fusions)
 
 
 def build_parser():
@@ -57,52 +109,50 @@ def build_parser():
 
     Returns:
         An `argparse.ArgumentParser`; each subcommand sets `args.run`, the
-        function that runs it.
+        function that runs it. `train` and `search` keep their options in
+        `args.task_args` (parsed by `mmfusion.recipes.train.build_parser` and
+        `search_parser`).
 
     Example:
 
     >>> args = build_parser().parse_args(["search", "synthetic", "--trials", "3"])
-    >>> args.command, args.recipe, args.trials, args.oracle, args.max_layers
-    ('search', 'synthetic', 3, 'mfas', 2)
+    >>> args.command, args.task, args.task_args
+    ('search', 'synthetic', ['--trials', '3'])
     """
-    parser = argparse.ArgumentParser(prog="mmfusion", description="Multimodal fusion for Keras 3.")
+    parser = argparse.ArgumentParser(prog="mmfusion", description="Multimodal fusion for Keras 3.",
+                                     formatter_class=_FORMAT)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="concatenation vs. GMU on the GMU paper's synthetic task")
+    demo = commands.add_parser("demo", formatter_class=_FORMAT,
+                               help="concatenation vs. GMU on the GMU paper's synthetic task")
     demo.add_argument("--output", default="mmfusion-demo", help="folder for logs, plot and results")
-    demo.add_argument("--epochs", type=int, default=30)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--epochs", type=int, default=30, help="training epochs of each model")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data and the weights")
     demo.set_defaults(run=_demo)
 
-    listing = commands.add_parser("list", help="list the registered fusion layers")
+    listing = commands.add_parser("list", formatter_class=_FORMAT,
+                                  help="list the registered fusion layers or tasks")
+    listing.add_argument("what", nargs="?", default="fusions", choices=("fusions", "tasks"),
+                         help="what to list")
     listing.set_defaults(run=_list)
 
-    train = commands.add_parser("train", help="run a recipe: mmfusion train RECIPE [recipe args]")
-    train.add_argument("recipe", help="a module of recipes/, e.g. av_digits")
-    train.add_argument("recipe_args", nargs=argparse.REMAINDER)
-    train.set_defaults(run=_train)
+    choices = ", ".join(tasks.available())
+    for name, run, what in (("train", _train, "train a fusion model"),
+                            ("search", _search, "fusion architecture search")):
+        command = commands.add_parser(
+            name, formatter_class=_FORMAT, help=f"{what}: mmfusion {name} TASK [options]",
+            description=f"{what.capitalize()} on a registered task ({choices}); "
+                        f"'mmfusion {name} TASK --help' lists its options and defaults.")
+        command.add_argument("task", choices=tasks.available(), metavar="TASK",
+                             help=f"one of {choices}")
+        command.add_argument("task_args", nargs=argparse.REMAINDER, metavar="...",
+                             help="options of the task's command")
+        command.set_defaults(run=run)
 
-    search = commands.add_parser("search", help="fusion architecture search: mmfusion search RECIPE")
-    search.add_argument("recipe", choices=("synthetic", "av_digits"))
-    search.add_argument("--oracle", default="mfas", choices=("mfas", "random", "bayesian"))
-    search.add_argument("--trials", type=int, default=10)
-    search.add_argument("--directory", default="mmfusion-search",
-                        help="search folder (resumed unless --overwrite)")
-    search.add_argument("--epochs", type=int, default=5, help="training epochs per trial")
-    search.add_argument("--fusions", default=None,
-                        help="comma-separated candidate fusion layers (default concat,gmu,lmf,mfb)")
-    search.add_argument("--pretrain-epochs", type=int, default=10,
-                        help="epochs of each branch's pretraining")
-    search.add_argument("--max-layers", type=int, default=2, help="most fusion layers")
-    search.add_argument("--seed", type=int, default=0)
-    search.add_argument("--overwrite", action="store_true", help="start again")
-    search.add_argument("--tensorboard", default=None,
-                        help="TensorBoard log folder (HParams dashboard of the trials)")
-    search.set_defaults(run=_search)
-
-    report = commands.add_parser("report", help="HTML report of a run's TensorBoard logs: mmfusion report LOGDIR")
+    report = commands.add_parser("report", formatter_class=_FORMAT,
+                                 help="HTML report of a run's TensorBoard logs: mmfusion report LOGDIR")
     report.add_argument("logdir", help="log directory of keras.callbacks.TensorBoard and FusionInspector")
-    report.add_argument("--output", default=None, help="HTML path (default LOGDIR/report.html)")
+    report.add_argument("--output", default=None, help="HTML path; None: LOGDIR/report.html")
     report.set_defaults(run=_report)
     return parser
 
@@ -119,6 +169,9 @@ def main(argv=None):
     attention_pooling        AttentionPooling             N-modal, vectors
     ...
     weighted_sum             WeightedSum                  N-modal, vectors
+    >>> main(["list", "tasks"])  # doctest: +ELLIPSIS
+    av_digits        image+audio            digit images + spoken digits (FSDD), ...
+    ...
     """
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     args.run(args)

@@ -68,6 +68,7 @@ class Task:
             their filters and units.
         num_outputs: number of classes (or of regression targets / labels).
         head: `"classification"`, `"regression"` or `"multilabel"`.
+        modalities: the modalities `branches` returns, in model input order.
         options: dict option name -> `(default, help)` of the keyword
             arguments of `load` the command line offers (`--p-degrade`).
         preprocess: optional `preprocess(train_inputs) -> dict modality ->
@@ -77,6 +78,8 @@ class Task:
             test metrics, `test` the loader's test split and `predicted` the
             predicted classes.
         description: one line for `--help`.
+        defaults: training settings this task's recipe starts from (keyword
+            arguments of `mmfusion.recipes.train.train_task`, e.g. `epochs`).
 
     Example:
 
@@ -95,7 +98,7 @@ class Task:
     >>> task = Task("two_copies", load,
     ...             lambda data, width=1: {m: tabular_mlp(3, units=(8 * width,), name=m)
     ...                                    for m in ("a", "b")},
-    ...             num_outputs=2, options={"n": (100, "examples per split")})
+    ...             num_outputs=2, modalities=("a", "b"), options={"n": (100, "examples per split")})
     >>> data = task.data(seed=1, n=50)
     >>> {split: len(y) for split, (_, y) in data.splits.items()}
     {'train': 40, 'validation': 10, 'test': 50}
@@ -108,10 +111,12 @@ class Task:
     branches: Callable
     num_outputs: int
     head: str = "classification"
+    modalities: tuple = ()
     options: dict = field(default_factory=dict)
     preprocess: Callable = None
     breakdown: Callable = None
     description: str = ""
+    defaults: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -280,20 +285,23 @@ def _by_degraded(test, predicted):
     return {"test_accuracy_by_degraded": {k: float(np.mean(v)) for k, v in sorted(groups.items())}}
 
 
+_AV_DEFAULTS = {"fusion": "concat", "epochs": 8, "head_dropout": 0.2}
 _P_DEGRADE = {"p_degrade": (0.5, "probability that each modality of an example is degraded")}
 
 register(Task(
     "synthetic", _load_synthetic, _synthetic_branches, num_outputs=2,
+    modalities=("visual", "textual"), defaults={"fusion": "gmu", "epochs": 30, "head_units": (16,)},
     options={"n_train": (2000, "training examples (a fifth of them validate)"),
              "n_test": (1000, "test examples"), "dim": (2, "features per modality")},
     breakdown=_by_switch,
     description="the GMU paper's synthetic task: a hidden switch picks the modality that "
                 "carries the class"))
 register(Task(
-    "av_digits", _load_av(text=False), _av_branches, num_outputs=10, options=_P_DEGRADE,
-    breakdown=_by_degraded,
+    "av_digits", _load_av(text=False), _av_branches, num_outputs=10,
+    modalities=("image", "audio"), options=_P_DEGRADE, defaults=_AV_DEFAULTS, breakdown=_by_degraded,
     description="digit images + spoken digits (FSDD), each degraded half of the time"))
 register(Task(
-    "av_text_digits", _load_av(text=True), _av_branches, num_outputs=10, options=_P_DEGRADE,
+    "av_text_digits", _load_av(text=True), _av_branches, num_outputs=10,
+    modalities=("image", "audio", "text"), options=_P_DEGRADE, defaults=_AV_DEFAULTS,
     preprocess=_text_vectorizer, breakdown=_by_degraded,
     description="digit images, spoken digits and short texts naming the digit"))

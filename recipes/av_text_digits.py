@@ -6,14 +6,14 @@ degraded or corrupted half of the time.
     python -m recipes.av_text_digits --modalities text
 """
 
-from recipes.av_digits import run
+from mmfusion.recipes import train
 
 NAME = "av_text_digits"
 
 
 def main(argv=None):
     """`python -m recipes.av_text_digits ...`; returns the metrics dict."""
-    return run(NAME, argv, text=True, description=__doc__)
+    return train.main(NAME, argv, prog=f"python -m recipes.{NAME}")
 
 
 if __name__ == "__main__":
