@@ -14,6 +14,7 @@ picks taps by name.
 ['dense_1', 'vector']
 """
 
+from mmfusion.branches.adapters import from_model
 from mmfusion.branches.audio import audio_cnn
 from mmfusion.branches.common import VECTOR_TAP
 from mmfusion.branches.image import image_cnn
@@ -22,7 +23,7 @@ from mmfusion.branches.text import (TextPreprocessor, standardize_text, text_lst
                                    text_vectorizer, with_raw_text)
 
 __all__ = [
-    "VECTOR_TAP", "TextPreprocessor", "audio_cnn", "image_cnn", "standardize_text",
+    "VECTOR_TAP", "TextPreprocessor", "audio_cnn", "from_model", "image_cnn", "standardize_text",
     "tabular_mlp", "tap_shapes", "text_lstm", "text_vectorizer", "with_raw_text",
 ]
 

@@ -1,0 +1,139 @@
+"""Any functional Keras model (e.g. a `keras.applications` backbone) as a branch."""
+
+import keras
+
+from mmfusion.branches.common import POOLINGS, VECTOR_TAP, to_vector
+
+__all__ = ["from_model"]
+
+
+@keras.saving.register_keras_serializable(package="mmfusion")
+class _Resizing(keras.layers.Resizing):
+    """`keras.layers.Resizing` whose `call` has no `training=True` default.
+
+    Keras's image preprocessing layers declare `call(data, training=True)`;
+    called directly (`model(x)`, no `training` given), a model holding one
+    then runs every later layer in training mode: BatchNormalization
+    normalizes with batch statistics and updates its moving averages.
+    Resizing does not depend on `training`, so it takes none.
+    """
+
+    def call(self, data, training=None):
+        return super().call(data)
+
+
+def _tap_outputs(model, taps):
+    """`{tap name: Keras tensor}` of `model`'s layers, in the model's layer
+    order (shallow to deep)."""
+    if isinstance(taps, (list, tuple)):
+        taps = {layer if isinstance(layer, str) else layer.name: layer for layer in taps}
+    order = {id(layer): i for i, layer in enumerate(model.layers)}
+    found = []
+    for tap, layer in taps.items():
+        if tap == VECTOR_TAP:
+            raise ValueError(f"from_model: '{VECTOR_TAP}' is the name of the final tap; "
+                             "name the intermediate taps otherwise.")
+        if isinstance(layer, str):
+            names = [candidate.name for candidate in model.layers]
+            if layer not in names:
+                raise ValueError(f"from_model: model '{model.name}' has no layer '{layer}' "
+                                 f"(tap '{tap}'); its layers include {names[-5:]}.")
+            layer = model.get_layer(layer)
+        if id(layer) not in order:
+            raise ValueError(f"from_model: layer '{layer.name}' (tap '{tap}') is not a layer "
+                             f"of model '{model.name}'.")
+        if len(layer._inbound_nodes) != 1:
+            raise ValueError(f"from_model: layer '{layer.name}' (tap '{tap}') is called "
+                             f"{len(layer._inbound_nodes)} times in model '{model.name}'; "
+                             "tap a layer with one output.")
+        found.append((order[id(layer)], tap, layer.output))
+    return {tap: tensor for _, tap, tensor in sorted(found, key=lambda item: item[0])}
+
+
+def from_model(model, taps=None, vector="avg", preprocess=None, input_shape=None, resize=None,
+               rescale=None, trainable=True, name="image"):
+    """Turns a functional Keras model into a branch whose taps are its layers.
+
+    The branch follows the contract of the ready-made branches: one input
+    named after the modality, outputs a dict tap name -> tensor from shallow
+    to deep, the last one `vector`. It is cut after the deepest tap: only the
+    layers that the taps need are in it (tapping an early stage of a large
+    backbone keeps only that stage's parameters). The weights are the
+    model's own (shared, not copied).
+
+    Before the model, in this order and each optional: `Resizing(*resize)`,
+    `Rescaling(scale, offset)` and `preprocess`. Note that
+    `keras.applications` models usually rescale internally already (e.g.
+    MobileNetV3's `include_preprocessing=True` expects pixels in [0, 255]).
+
+    Args:
+        model: a functional (or built `Sequential`) `keras.Model` with one
+            input, e.g. `keras.applications.MobileNetV3Small(include_top=False)`.
+        taps: dict tap name -> layer (or layer name) of `model`, or a list
+            of layers / layer names (tap names = layer names). None: no
+            intermediate taps, `vector` comes from the model's output.
+        vector: how the deepest tap becomes the `vector` tap: `"avg"`,
+            `"max"` (global pooling) or `"flatten"`, or a Keras layer applied
+            to it. A rank-2 tap is used as is by the pooling options.
+        preprocess: optional Keras layer applied to the input before the model.
+        input_shape: shape of the branch input without the batch axis
+            (default: the model's input shape; give it with `resize`).
+        resize: optional `(height, width)` the images are resized to.
+        rescale: optional `scale` or `(scale, offset)`: `x * scale + offset`.
+        trainable: False freezes the model's layers (BatchNormalization then
+            runs in inference mode).
+        name: name of the input (the modality); the model is `{name}_branch`.
+
+    Returns:
+        A functional `keras.Model` from the input to the dict of taps.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = keras.Input((6, 6, 1))
+    >>> h = keras.layers.Conv2D(2, 3, name="conv_a")(x)
+    >>> h = keras.layers.Conv2D(4, 3, name="conv_b")(h)
+    >>> backbone = keras.Model(x, keras.layers.Flatten(name="flat")(h))
+    >>> branch = from_model(backbone, taps={"early": "conv_a"}, vector="max")
+    >>> {k: tuple(v.shape) for k, v in branch(np.zeros((2, 6, 6, 1))).items()}
+    {'early': (2, 4, 4, 2), 'vector': (2, 2)}
+    >>> branch.count_params() < backbone.count_params()  # cut after conv_a
+    True
+    """
+    if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
+        raise ValueError(f"from_model: '{getattr(model, 'name', model)}' is not a functional "
+                         "Keras model (subclassed models have no graph to tap).")
+    if len(model.inputs) != 1:
+        raise ValueError(f"from_model: model '{model.name}' has {len(model.inputs)} inputs; "
+                         "a branch has one (the modality).")
+    if isinstance(vector, str) and vector not in POOLINGS:
+        raise ValueError(f"from_model: vector must be one of {POOLINGS} or a Keras layer; "
+                         f"received '{vector}'.")
+    outputs = _tap_outputs(model, taps or {})
+    if not outputs:
+        if not isinstance(model.output, keras.KerasTensor):
+            raise ValueError(f"from_model: model '{model.name}' has several outputs; "
+                             "name the taps to use.")
+        outputs = {"output": model.output}
+    backbone = keras.Model(model.inputs[0], outputs, name=f"{name}_{model.name}")
+    backbone.trainable = trainable
+
+    shape = tuple(input_shape) if input_shape else tuple(model.inputs[0].shape[1:])
+    inputs = keras.Input(shape=shape, dtype=model.inputs[0].dtype, name=name)
+    x = inputs
+    if resize is not None:
+        x = _Resizing(*resize, name=f"{name}_resize")(x)
+    if rescale is not None:
+        scale, offset = rescale if isinstance(rescale, (list, tuple)) else (rescale, 0.0)
+        x = keras.layers.Rescaling(scale, offset, name=f"{name}_rescale")(x)
+    if preprocess is not None:
+        x = preprocess(x)
+    features = backbone(x)
+    deepest = features[list(outputs)[-1]]
+    if isinstance(vector, str):
+        vec = to_vector(deepest, vector, name=f"{name}_{vector}")
+    else:
+        vec = vector(deepest)
+    result = {tap: features[tap] for tap in outputs if tap in (taps or {})}
+    result[VECTOR_TAP] = vec
+    return keras.Model(inputs, result, name=f"{name}_branch")
