@@ -6,33 +6,7 @@ from keras import ops
 from mmfusion.fusion.base import FusionLayer, constructor_config, dense, mask_inputs
 from mmfusion.fusion.registry import register
 
-__all__ = ["AutoFusion", "GANFusion", "reverse_gradient"]
-
-
-def reverse_gradient(x, weight):
-    """Identity in the forward pass; multiplies the gradient by `-weight`.
-
-    `stop_gradient(x (1 + w)) − w x` has the value x and the derivative −w,
-    so it works on every backend without a custom gradient.
-
-    Args:
-        x: a tensor.
-        weight: the factor `w` of the reversed gradient (a float).
-
-    Returns:
-        A tensor equal to `x`.
-
-    Example:
-
-    >>> import tensorflow as tf
-    >>> x = tf.Variable([1.0, 2.0])
-    >>> with tf.GradientTape() as tape:
-    ...     y = reverse_gradient(x, 0.5)
-    ...     total = tf.reduce_sum(y)
-    >>> y.numpy().tolist(), tape.gradient(total, x).numpy().tolist()
-    ([1.0, 2.0], [-0.5, -0.5])
-    """
-    return ops.stop_gradient(x * (1.0 + weight)) - weight * x
+__all__ = ["AutoFusion", "GANFusion"]
 
 
 def _presence_columns(inputs, presence):
@@ -73,7 +47,9 @@ class AutoEncoder(keras.layers.Layer):
     def call(self, z, loss_mask=None):
         latent = self.fuse_in[1](self.fuse_in[0](z))
         reconstruction = self.fuse_out[1](self.fuse_out[0](latent))
-        return latent, _weighted_mean(ops.square(reconstruction - z), loss_mask)
+        error = ops.square(ops.cast(reconstruction - z, "float32"))
+        return latent, _weighted_mean(error, None if loss_mask is None
+                                      else ops.cast(loss_mask, "float32"))
 
 
 @register("autofusion")
@@ -126,14 +102,15 @@ class AutoFusion(FusionLayer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build_fusion(self, shapes):
-        self.autoencoder = AutoEncoder(self.units, self.kernel_initializer, name="autoencoder")
+        self.autoencoder = AutoEncoder(self.units, self.kernel_initializer, name="autoencoder",
+                                       dtype=self.dtype_policy)
         self.autoencoder.build((None, sum(s[-1] for s in shapes)))
 
     def fuse(self, inputs, presence, training=None):
         inputs = mask_inputs(inputs, presence)
         mask = None if presence is None else _presence_columns(inputs, presence)
         latent, loss = self.autoencoder(ops.concatenate(inputs, axis=-1), mask)
-        self.add_loss(self.reconstruction_weight * loss)
+        self.add_loss(self.reconstruction_weight * loss)  # float32 under any policy
         return latent, {}
 
     def get_config(self):
@@ -157,18 +134,28 @@ class GANFusion(FusionLayer):
     `tanh([z_g,1; ...; z_g,N] W_o + b_o)`; with one target it is
     `tanh(z_g,t W_o + b_o)`.
 
-    Training: `J_total = J_task + Σ_t J_tr,t + λ J_adv`, added with
-    `add_loss`. The discriminator minimizes its binary cross-entropy
-    `L_D = −log D(z_tr) − log(1 − D(z_g))`, while the generator maximizes it
-    through a gradient-reversal construct (`reverse_gradient`, gradient
-    scaled by −λ = −`adversarial_weight`), so one optimizer trains both in
-    one step. `z_tr` is fed to the discriminator through `stop_gradient` (the
-    AutoFusion learns from its reconstruction loss only). After each training
-    call the layer holds, in the non-trainable scalar variables
-    `discriminator_loss` (L_D) and `generator_loss` (`−log D(z_g)`, how badly
-    the generator fools the discriminator), the batch means over targets, for
-    callbacks to read. Tested on TensorFlow (JAX and PyTorch are not installed
-    here; the layer uses only `keras.ops`).
+    Training: `J_total = J_task + Σ_t (J_tr,t + J_adv,t)`, all added with
+    `add_loss`, so one optimizer trains every player in one step. The
+    adversarial game is the paper's, `min_G max_D log D(z_tr) +
+    log(1 − D(z_g))`, with z_tr the real and z_g the fake latent; each
+    player's term only reaches its own weights: the discriminator minimizes
+    `L_D = −log D(z_tr) − log(1 − D(z_g))` (z_g and z_tr through
+    `stop_gradient`), and the generator, through a frozen copy of the
+    discriminator, minimizes `λ · L_G` with `L_G = −log D(z_g)` (λ =
+    `adversarial_weight`): the non-saturating form of the same game
+    (Goodfellow et al., 2014), bounded below by 0, whereas maximizing L_D
+    rewards a generator that has already fooled the discriminator without
+    limit. The reconstruction losses train the AutoFusion modules and the
+    adversarial terms the generators and discriminators only: their
+    gradients stop at the layer's inputs, as in the paper, whose inputs are
+    fixed features. Trained end to end, letting them reach the branches
+    makes the branches shrink their outputs toward a constant that is
+    trivially reconstructed and matched, and the task stays at chance.
+    The task loss trains the generators, the output layer and the inputs.
+
+    After each training call the layer holds, in the non-trainable scalar
+    variables `discriminator_loss` (L_D) and `generator_loss` (L_G), the
+    batch means over targets, for callbacks to read.
 
     Missing modalities: absent inputs are zeroed; an absent target's `z_g` is
     zeroed in the output, and an example only enters a target's adversarial
@@ -239,7 +226,8 @@ class GANFusion(FusionLayer):
                 dense(u, f"discriminator_{name}_hidden", self, (None, u), "relu"),
                 dense(1, f"discriminator_{name}_logit", self, (None, u)),
             ])
-            autoencoder = AutoEncoder(u, self.kernel_initializer, name=f"autofusion_{name}")
+            autoencoder = AutoEncoder(u, self.kernel_initializer, name=f"autofusion_{name}",
+                                      dtype=self.dtype_policy)
             autoencoder.build((None, sum(s[-1] for i, s in enumerate(shapes) if i != t)))
             self.autoencoders.append(autoencoder)
         self.output_dense = dense(u, "output", self, (None, u * len(self.targets)), "tanh")
@@ -253,30 +241,50 @@ class GANFusion(FusionLayer):
         latents, total, d_losses, g_losses = [], 0.0, [], []
         for k, t in enumerate(self.targets):
             others = [x for i, x in enumerate(inputs) if i != t]
-            z_g = self.generators[k][1](self.generators[k][0](inputs[t]))
+            z_g = self._generate(k, inputs[t])
             if presence is None:
                 columns, rows = None, None
             else:
                 rest = ops.concatenate([presence[:, :t], presence[:, t + 1:]], axis=1)
                 columns = _presence_columns(others, rest)
-                rows = presence[:, t] * ops.max(rest, axis=1)
-                z_g = z_g * presence[:, t:t + 1]
-            z_tr, reconstruction = self.autoencoders[k](ops.concatenate(others, axis=-1), columns)
+                rows = ops.cast(ops.logical_and(presence[:, t] > 0, ops.any(rest > 0, axis=1)),
+                                "float32")
+                z_g = ops.where(presence[:, t:t + 1] > 0, z_g, ops.zeros_like(z_g))
+            # The auxiliary losses train the fusion module only, not the layers
+            # that produce its inputs (which would shrink them toward a trivially
+            # reconstructed, trivially matched constant).
+            context = ops.stop_gradient(ops.concatenate(others, axis=-1))
+            z_tr, reconstruction = self.autoencoders[k](context, columns)
+            # The discriminator's loss trains the discriminator only ...
             real = self._discriminate(k, ops.stop_gradient(z_tr))
-            fake = self._discriminate(k, reverse_gradient(z_g, self.adversarial_weight))
+            fake = self._discriminate(k, ops.stop_gradient(z_g))
             d_losses.append(_weighted_mean(ops.softplus(-real) + ops.softplus(fake), rows))
-            g_losses.append(_weighted_mean(ops.softplus(-fake), rows))
-            total = total + self.reconstruction_weight * reconstruction + d_losses[-1]
+            # ... and the generator's loss the generator only (frozen discriminator).
+            fooled = self._discriminate(k, self._generate(k, ops.stop_gradient(inputs[t])),
+                                        frozen=True)
+            g_losses.append(_weighted_mean(ops.softplus(-fooled), rows))
+            total = total + self.reconstruction_weight * reconstruction + d_losses[-1] \
+                + self.adversarial_weight * g_losses[-1]
             latents.append(z_g)
-        self.add_loss(total)
+        self.add_loss(total)  # float32 under any policy
         if training:
             self.discriminator_loss.assign(ops.mean(ops.stack(d_losses)))
             self.generator_loss.assign(ops.mean(ops.stack(g_losses)))
         return self.output_dense(ops.concatenate(latents, axis=-1)), {}
 
-    def _discriminate(self, k, z):
-        hidden, logit = self.discriminators[k]
-        return logit(hidden(z))[:, 0]
+    def _generate(self, k, x):
+        hidden, latent = self.generators[k]
+        return latent(hidden(x))
+
+    def _discriminate(self, k, z, frozen=False):
+        """The logit of discriminator k for `z`; `frozen=True` lets gradients
+        reach `z` but not the discriminator's weights."""
+        for sub in self.discriminators[k]:
+            kernel, bias = (ops.cast(w, z.dtype) for w in (sub.kernel, sub.bias))
+            if frozen:
+                kernel, bias = ops.stop_gradient(kernel), ops.stop_gradient(bias)
+            z = sub.activation(ops.matmul(z, kernel) + bias)
+        return ops.cast(z[:, 0], "float32")
 
     def get_config(self):
         return constructor_config(self, super().get_config(),

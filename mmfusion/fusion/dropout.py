@@ -74,14 +74,16 @@ class ModalityDropout(keras.layers.Layer):
         presence = ops.cast(presence, self.compute_dtype)
         if not training:
             return presence
-        rate = ops.convert_to_tensor(self.rate, self.compute_dtype)
-        noise = keras.random.uniform(ops.shape(presence), seed=self.seed_generator)
-        kept = ops.cast(noise >= rate, self.compute_dtype) * presence
+        # Sampled in float32 whatever the policy (float16 would round the rates).
+        present = ops.cast(presence, "float32")
+        rate = ops.convert_to_tensor(self.rate, "float32")
+        noise = keras.random.uniform(ops.shape(present), seed=self.seed_generator)
+        kept = ops.where(noise >= rate, present, ops.zeros_like(present))
         # Rows that lost everything keep one present modality, drawn at random.
-        pick = keras.random.uniform(ops.shape(presence), seed=self.seed_generator) * presence
-        rescue = ops.one_hot(ops.argmax(pick, axis=1), n, dtype=self.compute_dtype) * presence
+        pick = keras.random.uniform(ops.shape(present), seed=self.seed_generator) * present
+        rescue = ops.one_hot(ops.argmax(pick, axis=1), n, dtype="float32") * present
         emptied = ops.sum(kept, axis=1, keepdims=True) == 0
-        return ops.where(emptied, rescue, kept)
+        return ops.cast(ops.where(emptied, rescue, kept), self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

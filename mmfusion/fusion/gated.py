@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from mmfusion.fusion.base import FusionLayer, mask_inputs, renormalize
+from mmfusion.fusion.base import FusionLayer, constructor_config, mask_inputs, renormalize
 from mmfusion.fusion.registry import register
 
 __all__ = ["GMU"]
@@ -87,21 +87,15 @@ class GMU(FusionLayer):
     def build_fusion(self, shapes):
         n = len(shapes)
         self.resolved_gating = self._resolved_gating(n)
-        self.kernels = [
-            self.add_weight(name=f"kernel_{name}", shape=(s[-1], self.units),
-                            initializer=self.kernel_initializer)
-            for name, s in zip(self.modality_names, shapes)
-        ]
+        self.kernels = [self.add_kernel(f"kernel_{name}", (s[-1], self.units))
+                        for name, s in zip(self.modality_names, shapes)]
         self.biases = [
             self.add_weight(name=f"bias_{name}", shape=(self.units,), initializer="zeros")
             for name in self.modality_names
         ] if self.use_bias else None
         n_gates = 1 if self.resolved_gating == "bimodal" else n
         total = sum(s[-1] for s in shapes)
-        self.gate_kernel = self.add_weight(
-            name="gate_kernel", shape=(total, n_gates * self.units),
-            initializer=self.kernel_initializer,
-        )
+        self.gate_kernel = self.add_kernel("gate_kernel", (total, n_gates * self.units))
         self.gate_bias = self.add_weight(
             name="gate_bias", shape=(n_gates * self.units,), initializer="zeros"
         ) if self.use_bias else None
@@ -136,11 +130,5 @@ class GMU(FusionLayer):
         return output, {"gates": gates}
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            units=self.units,
-            gating=self.gating,
-            use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-        )
-        return config
+        return constructor_config(self, super().get_config(),
+                                  ("units", "gating", "use_bias", "kernel_initializer"))

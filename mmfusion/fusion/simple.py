@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from mmfusion.fusion.base import FusionLayer, mask_inputs, masked_softmax
+from mmfusion.fusion.base import FusionLayer, constructor_config, mask_inputs, renormalize
 from mmfusion.fusion.registry import register
 
 __all__ = ["Concatenate", "WeightedSum"]
@@ -52,35 +52,14 @@ class Concatenate(FusionLayer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build_fusion(self, shapes):
-        if self.units is None:
-            return
-        total = sum(s[-1] for s in shapes)
-        self.kernel = self.add_weight(
-            name="kernel", shape=(total, self.units), initializer=self.kernel_initializer
-        )
-        self.bias = (
-            self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
-            if self.use_bias else None
-        )
+        self.build_output_projection(sum(s[-1] for s in shapes), self.activation, self.use_bias)
 
     def fuse(self, inputs, presence, training=None):
-        joined = ops.concatenate(mask_inputs(inputs, presence), axis=-1)
-        if self.units is None:
-            return joined, {}
-        y = ops.matmul(joined, self.kernel)
-        if self.use_bias:
-            y = y + self.bias
-        return self.activation(y), {}
+        return self.project_output(ops.concatenate(mask_inputs(inputs, presence), axis=-1)), {}
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            units=self.units,
-            activation=keras.activations.serialize(self.activation),
-            use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-        )
-        return config
+        return constructor_config(self, super().get_config(),
+                                  ("units", "activation", "use_bias", "kernel_initializer"))
 
 
 @register("weighted_sum")
@@ -145,11 +124,8 @@ class WeightedSum(FusionLayer):
                     "Set `units` to project them to a common size."
                 )
         else:
-            self.kernels = [
-                self.add_weight(name=f"kernel_{name}", shape=(s[-1], self.units),
-                                initializer=self.kernel_initializer)
-                for name, s in zip(self.modality_names, shapes)
-            ]
+            self.kernels = [self.add_kernel(f"kernel_{name}", (s[-1], self.units))
+                            for name, s in zip(self.modality_names, shapes)]
             self.biases = [
                 self.add_weight(name=f"bias_{name}", shape=(self.units,), initializer="zeros")
                 for name in self.modality_names
@@ -171,26 +147,15 @@ class WeightedSum(FusionLayer):
                     h = h + self.biases[i]
                 projected.append(self.activation(h))
         stacked = ops.stack(projected, axis=1)  # (batch, N, units)
-        logits = ops.broadcast_to(
-            ops.expand_dims(self.modality_logits, 0),
-            (ops.shape(stacked)[0], len(inputs)),
-        )
-        if self.normalize:
-            theta = masked_softmax(logits, presence)
-        elif presence is None:
-            theta = logits
-        else:
-            theta = logits * presence
+        # softmax restricted to the present modalities = renormalized softmax
+        theta = ops.softmax(self.modality_logits) if self.normalize else self.modality_logits
+        theta = ops.broadcast_to(ops.expand_dims(theta, 0), (ops.shape(stacked)[0], len(inputs)))
+        if presence is not None:
+            theta = renormalize(theta, presence) if self.normalize else \
+                ops.where(presence > 0, theta, ops.zeros_like(theta))
         output = ops.sum(stacked * ops.expand_dims(theta, -1), axis=1)
         return output, {"modality_weights": theta}
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            units=self.units,
-            activation=keras.activations.serialize(self.activation),
-            use_bias=self.use_bias,
-            normalize=self.normalize,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-        )
-        return config
+        return constructor_config(self, super().get_config(), (
+            "units", "activation", "use_bias", "normalize", "kernel_initializer"))

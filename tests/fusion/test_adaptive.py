@@ -4,7 +4,6 @@ import pytest
 import tensorflow as tf
 
 from mmfusion.fusion import AutoFusion, GANFusion
-from mmfusion.fusion.adaptive import reverse_gradient
 from tests.layer_checks import (
     assert_absent_modality_ignored,
     assert_every_weight_gets_gradient,
@@ -47,35 +46,50 @@ def test_autofusion_reconstruction_is_trained_by_fit():
     rng = np.random.default_rng(0)  # 16 features spanned by 3 factors
     z = rng.normal(size=(64, 3)) @ rng.normal(size=(3, 16))
     xs = [z[:, :6].astype("float32"), z[:, 6:].astype("float32")]
+    keras.utils.set_random_seed(0)
     tensors = [keras.Input(shape=(d,)) for d in SIZES]
     model = keras.Model(tensors, AutoFusion(units=4)(tensors))
     model.compile(optimizer=keras.optimizers.Adam(0.01))  # the added loss only
-    history = model.fit(xs, epochs=40, batch_size=64, verbose=0).history["loss"]
-    assert history[-1] < 0.5 * history[0]
+    # 200 full-batch steps: a 4-unit latent reconstructs the rank-3 data
+    # almost exactly (0.3% of the initial loss or less over seeds 0-3).
+    history = model.fit(xs, epochs=200, batch_size=64, verbose=0).history["loss"]
+    assert history[-1] < 0.02 * history[0]
 
 
-def test_reverse_gradient_is_identity_with_scaled_negative_gradient():
-    x = tf.constant([1.5, -2.0])
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = reverse_gradient(x, 0.3)
-        loss = tf.reduce_sum(3.0 * y)
-    np.testing.assert_allclose(_np(y), [1.5, -2.0], rtol=1e-6)
-    np.testing.assert_allclose(_np(tape.gradient(loss, x)), [-0.9, -0.9], rtol=1e-6)
+def _mean_softplus(logits):
+    return tf.reduce_mean(tf.math.softplus(logits))
 
 
-def test_generator_gets_minus_lambda_times_the_discriminator_gradient():
-    xs = [tf.constant(x) for x in random_inputs(SIZES)]
+def test_each_player_is_trained_by_its_own_loss_only():
+    """The summed added losses give: the discriminator the gradient of its
+    cross-entropy, the generator λ times that of −log D(G(x_t)) (the
+    non-saturating generator loss), the AutoFusion that of its
+    reconstruction, and the layer's inputs none."""
+    xs = [tf.Variable(x) for x in random_inputs(SIZES, batch=8)]
     layer = GANFusion(units=8, target="modality_1", adversarial_weight=2.5)
     layer(xs)
-    generator = [w for sub in layer.generators[0] for w in sub.trainable_weights]
+    generator, discriminator, autoencoder = (
+        [w for sub in subs for w in sub.trainable_weights]
+        for subs in (layer.generators[0], layer.discriminators[0], [layer.autoencoders[0]]))
+
+    def discriminate(z):
+        hidden, logit = layer.discriminators[0]
+        return logit(hidden(z))[:, 0]
+
     with tf.GradientTape(persistent=True) as tape:
         layer(xs)
-        total = sum(layer.losses)
+        total = tf.add_n(layer.losses)
         z_g = layer.generators[0][1](layer.generators[0][0](xs[1]))
-        fake_term = tf.reduce_mean(tf.math.softplus(layer._discriminate(0, z_g)))
-    for got, plain in zip(tape.gradient(total, generator), tape.gradient(fake_term, generator)):
-        np.testing.assert_allclose(_np(got), -2.5 * _np(plain), rtol=1e-4, atol=1e-7)
+        z_tr, reconstruction = layer.autoencoders[0](xs[0])
+        d_loss = _mean_softplus(-discriminate(z_tr)) + _mean_softplus(discriminate(z_g))
+        g_loss = _mean_softplus(-discriminate(z_g))
+    pairs = [(discriminator, d_loss, 1.0), (generator, g_loss, 2.5),
+             (autoencoder, reconstruction, 1.0)]
+    for weights, own, scale in pairs:
+        for got, expected in zip(tape.gradient(total, weights), tape.gradient(own, weights)):
+            np.testing.assert_allclose(_np(got), scale * _np(expected), rtol=1e-4, atol=1e-7)
+    for grad in tape.gradient(total, xs):
+        assert grad is None or not np.any(_np(grad))
 
 
 def _adversarial_losses(frozen):
@@ -102,7 +116,7 @@ def test_discriminator_learns_while_generator_is_frozen():
     assert losses[-1, 1] > losses[0, 1] + 0.1  # it tells the fakes apart better
 
 
-def test_generator_fools_discriminator_through_gradient_reversal():
+def test_generator_fools_a_frozen_discriminator():
     losses = _adversarial_losses("discriminators")
     assert losses[-1, 1] < losses[0, 1] - 0.1  # generator loss falls
     assert losses[-1, 0] > losses[0, 0] + 0.1  # the frozen discriminator is fooled
@@ -126,3 +140,25 @@ def test_contract_of_variants(make, tmp_path):
     assert_save_load_identical(make(), xs, tmp_path, presence=PRESENCE)
     assert_every_weight_gets_gradient(make(), xs)
     assert_absent_modality_ignored(make(), xs, absent=1)
+
+
+@pytest.mark.slow
+def test_gan_fusion_learns_av_digits_end_to_end(data_dir):
+    """Image CNN + audio CNN branches trained end to end through GAN-Fusion
+    (paper defaults, units=64, Adam 2e-3) on real handwriting x spoken digits.
+    When the added losses reached the branches, the branches shrank their
+    outputs to a constant and accuracy stayed at chance (0.10 after 3 and
+    after 12 epochs); now it learns (0.47 validation accuracy after 3 epochs,
+    0.59 test after 12, seed 0)."""
+    import mmfusion.tasks as tasks
+    from mmfusion.compose import build_fusion_model
+
+    task = tasks.get("av_digits")
+    data = task.data(data_dir=data_dir, seed=0)
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model(task.branches(data), "gan_fusion", num_outputs=10, units=64)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(*data.splits["train"], epochs=3, batch_size=32, verbose=0)
+    _, accuracy = model.evaluate(*data.splits["validation"], verbose=0)
+    assert accuracy > 0.3  # chance: 0.1

@@ -105,3 +105,10 @@ def test_gmu_dict_inputs_name_weights_after_modalities():
     assert {"kernel_image", "kernel_text"} <= set(weights_by_name(layer))
     np.testing.assert_array_equal(out, layer(xs))
     assert keras.ops.convert_to_numpy(out).shape == (4, 4)
+
+
+def test_projections_of_equal_size_modalities_start_distinct():
+    layer = GMU(units=4)
+    layer(random_inputs((5, 5)))
+    w = weights_by_name(layer)
+    assert not np.array_equal(w["kernel_modality_0"], w["kernel_modality_1"])

@@ -128,3 +128,15 @@ def test_get_config_round_trip():
     layer = WeightedSum(units=7, activation="relu", normalize=False, modalities=["a", "b"])
     clone = WeightedSum.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
+
+
+def test_projections_start_distinct_and_concatenate_uses_the_output_projection():
+    xs = random_inputs((4, 4, 4))
+    layer = WeightedSum(units=3)
+    layer(xs)
+    w = weights_by_name(layer)
+    kernels = [w[f"kernel_modality_{i}"] for i in range(3)]
+    assert not any(np.array_equal(a, b) for i, a in enumerate(kernels) for b in kernels[i + 1:])
+    concat = Concatenate(units=3)
+    concat(xs)
+    assert concat.output_projection.kernel.shape == (12, 3)
