@@ -1,6 +1,5 @@
 """`FusionHyperModel` (the fusion search space as a KerasTuner hypermodel) and `MFASTuner`."""
 
-import os
 import time
 
 import keras
@@ -10,8 +9,9 @@ from mmfusion.branches import tap_shapes
 from mmfusion.compose import build_fusion_model
 from mmfusion.search.oracle import MFASOracle
 from mmfusion.search.space import FusionSpace
+from mmfusion.search.state import read_json, write_json
 
-__all__ = ["FusionHyperModel", "MFASTuner"]
+__all__ = ["FusionHyperModel", "FusionTuner", "MFASTuner"]
 
 
 class FusionHyperModel(keras_tuner.HyperModel):
@@ -42,8 +42,6 @@ class FusionHyperModel(keras_tuner.HyperModel):
         head_units: hidden sizes of the classification head.
         tap_pooling: how feature-map taps become vectors (see `build_fusion_model`).
         fit_verbose: if not None, the `verbose` of every trial's `fit`.
-        report: optional callable (e.g. `print`) given one line per trial:
-            its architecture, units, learning rate and best `val_accuracy`.
         **kwargs: `keras_tuner.HyperModel` arguments (`name`, `tunable`).
 
     Example:
@@ -62,7 +60,7 @@ class FusionHyperModel(keras_tuner.HyperModel):
     def __init__(self, branches, num_classes, space=None, fusions=None,
                  activations=("relu", "tanh"), max_layers=3, units=(32, 64, 128),
                  learning_rates=(1e-3, 3e-3, 1e-2), head_units=(64,), tap_pooling="flatten",
-                 fit_verbose=None, report=None, **kwargs):
+                 fit_verbose=None, **kwargs):
         super().__init__(**kwargs)
         self.branches = dict(branches)
         self.num_classes = num_classes
@@ -74,8 +72,6 @@ class FusionHyperModel(keras_tuner.HyperModel):
         self.head_units = tuple(head_units)
         self.tap_pooling = tap_pooling
         self.fit_verbose = fit_verbose
-        self.report = report
-        self.trials_fitted = 0
 
     def with_branches(self, branches):
         """The same search space over other branches with the same taps (e.g.
@@ -83,7 +79,7 @@ class FusionHyperModel(keras_tuner.HyperModel):
         return FusionHyperModel(branches, self.num_classes, space=self.space,
                                 units=self.units, learning_rates=self.learning_rates,
                                 head_units=self.head_units, tap_pooling=self.tap_pooling,
-                                fit_verbose=self.fit_verbose, report=self.report,
+                                fit_verbose=self.fit_verbose,
                                 name=self.name, tunable=self.tunable)
 
     def build(self, hp):
@@ -103,38 +99,112 @@ class FusionHyperModel(keras_tuner.HyperModel):
     def fit(self, hp, model, *args, **kwargs):
         if self.fit_verbose is not None:
             kwargs["verbose"] = self.fit_verbose
-        history = model.fit(*args, **kwargs)
-        self.trials_fitted += 1
-        if self.report:
-            best = max(history.history.get("val_accuracy", [float("nan")]))
-            architecture = self.space.describe(self.space.architecture(hp.values))
-            self.report(f"trial {self.trials_fitted}: {architecture} units={hp['units']} "
-                        f"learning_rate={hp['learning_rate']} -> val_accuracy {best:.4f}")
-        return history
+        return model.fit(*args, **kwargs)
 
 
-def _is_chief():
-    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" in os.environ.get(
-        "KERASTUNER_TUNER_ID", "")
+def _clock(seconds):
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
 
 
-class MFASTuner(keras_tuner.Tuner):
-    """A KerasTuner `Tuner` running an `MFASOracle` over a `FusionHyperModel`.
+class FusionTuner(keras_tuner.Tuner):
+    """A KerasTuner `Tuner` for fusion searches with any oracle.
 
-    While an MFAS step waits for trials still running elsewhere, the oracle
-    answers `"IDLE"`; this tuner then polls every `poll_interval` seconds
-    instead of spinning.
+    On top of `keras_tuner.Tuner`: it waits `poll_interval` seconds before
+    asking again when the oracle answered `"IDLE"` (an MFAS step waiting for
+    trials running elsewhere; KerasTuner itself asks again at once), through
+    KerasTuner's `pre_create_trial` / `on_trial_begin` hooks; it writes its
+    own state file atomically and validates it on reload
+    (`mmfusion.search.state`); and `report` gets one line per trial:
+    `trial i/N [elapsed, ETA]: architecture units=... -> objective value`.
+
+    Args:
+        oracle: a KerasTuner oracle (e.g. `mmfusion.search.MFASOracle`, or
+            those of `mmfusion.search.baselines`).
+        hypermodel: a `FusionHyperModel` (or None when `run_trial` is overridden).
+        space: the `FusionSpace` (default: `hypermodel.space`), to describe trials.
+        report: optional callable (e.g. `print`) given the progress lines.
+        poll_interval: seconds between two requests while the oracle is idle.
+        **kwargs: `keras_tuner.Tuner` arguments (`directory`, `project_name`,
+            `overwrite`, ...).
+
+    Example:
+
+    >>> from mmfusion.branches import tabular_mlp
+    >>> from mmfusion.search.baselines import RandomSearchOracle
+    >>> hypermodel = FusionHyperModel(
+    ...     {"a": tabular_mlp(3, name="a"), "b": tabular_mlp(2, name="b")},
+    ...     num_classes=2, fusions=["concat"])
+    >>> tuner = FusionTuner(RandomSearchOracle("val_accuracy", max_trials=2, seed=0),
+    ...                     hypermodel, directory=str(getfixture("tmp_path")))
+    >>> tuner.oracle.max_trials
+    2
+    """
+
+    def __init__(self, oracle, hypermodel=None, space=None, report=None, poll_interval=0.2,
+                 **kwargs):
+        self.space = space or hypermodel.space
+        self.report = report
+        self.poll_interval = poll_interval
+        self._asked = False  # a request got no trial yet (IDLE)
+        super().__init__(oracle, hypermodel, **kwargs)
+
+    # KerasTuner's loop: pre_create_trial, create_trial, on_trial_begin unless IDLE.
+    def pre_create_trial(self):
+        if self._asked:  # the last request was answered IDLE
+            time.sleep(self.poll_interval)
+        self._asked = True
+
+    def on_trial_begin(self, trial):
+        self._asked = False
+        super().on_trial_begin(trial)
+
+    def on_search_begin(self):
+        super().on_search_begin()
+        self.save()  # the tuner file exists from the start: a restart resumes
+        self._started = time.perf_counter()
+        self._ended_here = 0
+        self._ended_before = 0 if self._is_worker() else len(self.oracle.end_order)
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        self._ended_here += 1
+        if not self.report:
+            return
+        elapsed = time.perf_counter() - self._started
+        done, total = self._ended_before + self._ended_here, self.oracle.max_trials
+        eta = elapsed / self._ended_here * max(0, total - done)
+        values = trial.hyperparameters.values
+        settings = "".join(f" {k}={values[k]}" for k in ("units", "learning_rate") if k in values)
+        score = trial.status.lower() if trial.score is None else f"{trial.score:.4f}"
+        self.report(f"trial {done}/{total} [{_clock(elapsed)} elapsed, ETA {_clock(eta)}]: "
+                    f"{self.space.describe(self.space.architecture(values))}{settings} -> "
+                    f"{self.oracle.objective.name} {score}")
+
+    def save(self):
+        if not self._is_worker():
+            self.oracle.save()
+        write_json(self._get_tuner_fname(), self.get_state())
+
+    def reload(self):
+        if not self._is_worker():
+            self.oracle.reload()
+        self.set_state(read_json(self._get_tuner_fname()))
+
+
+class MFASTuner(FusionTuner):
+    """A `FusionTuner` running an `MFASOracle` over a `FusionHyperModel`.
 
     Args:
         hypermodel: a `FusionHyperModel` (or None when `run_trial` is overridden).
         objective: the objective to maximize or minimize.
-        max_trials: maximum number of trials.
+        max_trials: number of trials.
         space: the `FusionSpace` (default: `hypermodel.space`).
-        seed: random seed of the oracle.
+        seed: random seed of the oracle (0 is a seed).
         oracle_kwargs: other `MFASOracle` arguments (`samples_per_step`, ...).
-        poll_interval: seconds between two requests while the oracle is idle.
-        **kwargs: `keras_tuner.Tuner` arguments (`directory`, `project_name`,
-            `overwrite`, ...).
+        **kwargs: `FusionTuner` and `keras_tuner.Tuner` arguments (`report`,
+            `poll_interval`, `directory`, `project_name`, `overwrite`, ...).
 
     Example:
 
@@ -148,19 +218,8 @@ class MFASTuner(keras_tuner.Tuner):
     """
 
     def __init__(self, hypermodel=None, objective="val_accuracy", max_trials=20, space=None,
-                 seed=None, oracle_kwargs=None, poll_interval=0.2, **kwargs):
-        self.space = space or hypermodel.space
-        oracle = MFASOracle(self.space, objective=objective,
-                            max_trials=max_trials, seed=seed, **(oracle_kwargs or {}))
-        super().__init__(oracle, hypermodel, **kwargs)
-        if not _is_chief():
-            create_trial = self.oracle.create_trial
-
-            def create_when_ready(tuner_id):
-                trial = create_trial(tuner_id)
-                while trial.status == "IDLE":
-                    time.sleep(poll_interval)
-                    trial = create_trial(tuner_id)
-                return trial
-
-            self.oracle.create_trial = create_when_ready
+                 seed=None, oracle_kwargs=None, **kwargs):
+        space = space or hypermodel.space
+        oracle = MFASOracle(space, objective=objective, max_trials=max_trials, seed=seed,
+                            **(oracle_kwargs or {}))
+        super().__init__(oracle, hypermodel, space=space, **kwargs)

@@ -11,13 +11,13 @@ import os
 import warnings
 from dataclasses import dataclass
 
-import keras_tuner
 import numpy as np
 
 from mmfusion import tasks
 from mmfusion.search.features import (FeatureCache, feature_branches, pack, pretrain_branch,
                                       transfer_weights)
-from mmfusion.search.hypermodel import FusionHyperModel, MFASTuner
+from mmfusion.search.baselines import BayesianOptimizationOracle, RandomSearchOracle
+from mmfusion.search.hypermodel import FusionHyperModel, FusionTuner, MFASTuner
 
 ORACLES = ("mfas", "random", "bayesian")
 DEFAULT_FUSIONS = ("concat", "gmu", "lmf", "mfb")
@@ -112,12 +112,14 @@ def prepare(task, directory, pretrain_epochs=10, verbose=0):
 
 
 def make_tuner(oracle, hypermodel, max_trials, directory, project_name="search", seed=0,
-               overwrite=False, objective="val_accuracy"):
-    """An `MFASTuner`, `keras_tuner.RandomSearch` or `BayesianOptimization`.
+               overwrite=False, objective="val_accuracy", report=None):
+    """A `FusionTuner` with an MFAS, random-search or Bayesian-optimization oracle.
 
-    For MFAS the step sizes follow the budget: the first step evaluates
-    `max(2, max_trials // 3)` one-layer architectures, later steps
-    `max(2, max_trials // 6)`, extending the 3 best.
+    Every oracle takes `seed` as a seed (0 included: identical runs propose
+    identical trials). MFAS sizes its steps from the budget (see
+    `MFASOracle`); Bayesian optimization starts with
+    `mmfusion.search.baselines.default_initial_points(max_trials)` random
+    trials. `report` (e.g. `print`) gets one progress line per trial.
 
     Example:
 
@@ -128,17 +130,16 @@ def make_tuner(oracle, hypermodel, max_trials, directory, project_name="search",
     >>> type(tuner.oracle).__name__, tuner.oracle.max_trials
     ('RandomSearchOracle', 4)
     """
-    common = dict(objective=objective, max_trials=max_trials, seed=seed, directory=directory,
-                  project_name=project_name, overwrite=overwrite)
+    common = dict(directory=directory, project_name=project_name, overwrite=overwrite,
+                  report=report)
     if oracle == "mfas":
-        kwargs = {"initial_samples": max(2, max_trials // 3),
-                  "samples_per_step": max(2, max_trials // 6), "top_k": 3}
-        return MFASTuner(hypermodel, oracle_kwargs=kwargs, **common)
-    if oracle == "random":
-        return keras_tuner.RandomSearch(hypermodel, **common)
-    if oracle == "bayesian":
-        return keras_tuner.BayesianOptimization(hypermodel, **common)
-    raise ValueError(f"Unknown oracle '{oracle}'; available: {', '.join(ORACLES)}.")
+        return MFASTuner(hypermodel, objective=objective, max_trials=max_trials, seed=seed,
+                         **common)
+    oracles = {"random": RandomSearchOracle, "bayesian": BayesianOptimizationOracle}
+    if oracle not in oracles:
+        raise ValueError(f"Unknown oracle '{oracle}'; available: {', '.join(ORACLES)}.")
+    instance = oracles[oracle](objective=objective, max_trials=max_trials, seed=seed)
+    return FusionTuner(instance, hypermodel, **common)
 
 
 def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epochs=5,
@@ -188,10 +189,9 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
     task = load_task(task, seed) if isinstance(task, str) else task
     features = prepare(task, directory, pretrain_epochs)
     hypermodel = FusionHyperModel(feature_branches(features["train"]), task.num_classes,
-                                  fusions=fusions, max_layers=max_layers, fit_verbose=0,
-                                  report=print if verbose else None)
+                                  fusions=fusions, max_layers=max_layers, fit_verbose=0)
     tuner = make_tuner(oracle, hypermodel, trials, directory, project_name=oracle,
-                       seed=seed, overwrite=overwrite)
+                       seed=seed, overwrite=overwrite, report=print if verbose else None)
     labels = {split: y for split, (_, y) in task.splits.items()}
     tuner.search(pack(features["train"]), labels["train"], epochs=epochs,
                  batch_size=batch_size, callbacks=list(callbacks or []), verbose=0,

@@ -106,6 +106,30 @@ class FusionSpace:
         choices += [self.layer_fusions(index), self.activations]
         return [list(option) for option in itertools.product(*choices)]
 
+    def count(self, length):
+        """How many architectures of `length` fusion layers the space holds."""
+        return len(self.layer_options(1)) * len(self.layer_options(2)) ** (length - 1)
+
+    def architecture_at(self, length, index):
+        """The `index`-th architecture of `length` layers (`0 <= index <
+        count(length)`, layer 1 varying slowest): enumerates the space.
+
+        Example:
+
+        >>> space = FusionSpace({"a": ["h", "vector"], "b": ["vector"]},
+        ...                     fusions=["concat"], activations=["relu"], max_layers=2)
+        >>> [space.architecture_at(1, i)[0][0] for i in range(space.count(1))]
+        ['h', 'vector']
+        >>> space.count(2), space.architecture_at(2, 3) == space.layer_options(1)[1:] * 2
+        (4, True)
+        """
+        options = [self.layer_options(min(i, 2)) for i in range(1, length + 1)]
+        layers = []
+        for choices in reversed(options):
+            index, digit = divmod(index, len(choices))
+            layers.append(choices[digit])
+        return layers[::-1]
+
     # ------------------------------------------------------ hyperparameters
     def values(self, architecture):
         """KerasTuner hyperparameter values of an architecture."""

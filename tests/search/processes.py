@@ -53,9 +53,10 @@ def completed(trials):
     return {i: t for i, t in trials.items() if t["status"] == "COMPLETED"}
 
 
-def read_log(log):
+def read_log(log, event="ran"):
+    """The log lines of `FakeTuner` for `event` ("ran" or "ended")."""
     with open(log) as f:
-        return [json.loads(line) for line in f]
+        return [r for r in map(json.loads, f) if r["event"] == event]
 
 
 def check_complete_search(trials):

@@ -1,0 +1,252 @@
+"""Crash-safe search state: atomic writes, validated reads, consistent resumes.
+
+Every file a search writes goes through `atomic_write` (a temporary file in
+the same folder, flushed to disk, then `os.replace`), so a process killed at
+any moment leaves either the old or the new file, never a partial one.
+Readers (`read_json`, `load_weights`, `load_arrays`) turn a damaged file into
+a `CorruptStateError` naming the file and how to recover.
+
+`CrashSafeOracle` applies this to a KerasTuner oracle (its `oracle.json` and
+every `trial.json`; KerasTuner's own `save_json` writes in place, and a kill
+during a write leaves an empty file) and repairs the two windows a kill can
+hit between its writes: a trial saved as finished while `oracle.json` still
+lists it as running (it is not run again), and a trial saved as started
+while `oracle.json` does not know it yet (it is run, not lost).
+"""
+
+import json
+import os
+import tempfile
+
+import keras_tuner
+
+__all__ = ["CorruptStateError", "CrashSafeOracle", "atomic_write", "load_arrays",
+           "load_weights", "read_json", "save_arrays", "save_weights", "write_json"]
+
+_STATUS = keras_tuner.engine.trial.TrialStatus
+
+
+class CorruptStateError(RuntimeError):
+    """A search file that cannot be read back (the message says how to recover)."""
+
+
+def _corrupt(path, error, recovery):
+    return CorruptStateError(f"Search state file '{path}' is damaged or incomplete "
+                             f"({type(error).__name__}: {error}). {recovery}")
+
+
+def atomic_write(path, write, suffix=""):
+    """Writes a file atomically: `write(temporary_path)`, then `os.replace`.
+
+    Args:
+        path: the final file.
+        write: callable writing the whole file at the path it is given.
+        suffix: ending of the temporary name (some writers need one, e.g.
+            `".weights.h5"`).
+
+    Example:
+
+    >>> import os
+    >>> path = os.path.join(str(getfixture("tmp_path")), "a.txt")
+    >>> atomic_write(path, lambda tmp: open(tmp, "w").write("done"))
+    >>> open(path).read(), os.listdir(os.path.dirname(path))
+    ('done', ['a.txt'])
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix,
+                                         dir=folder)
+    os.close(handle)
+    try:
+        write(temporary)
+        with open(temporary, "rb+") as f:  # on disk before it replaces the old file
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def write_json(path, obj):
+    """Writes `obj` as JSON, atomically (see `atomic_write`).
+
+    Example:
+
+    >>> import os
+    >>> path = os.path.join(str(getfixture("tmp_path")), "state.json")
+    >>> write_json(path, {"step": 3})
+    >>> read_json(path)
+    {'step': 3}
+    """
+    text = json.dumps(obj)
+
+    def write(temporary):
+        with open(temporary, "w") as f:
+            f.write(text)
+
+    atomic_write(path, write)
+
+
+def read_json(path, recovery="Delete it (or start again with overwrite=True) to recover."):
+    """Reads a JSON file written by `write_json`; a damaged file raises
+    `CorruptStateError` naming it and `recovery`.
+
+    Example:
+
+    >>> import os
+    >>> path = os.path.join(str(getfixture("tmp_path")), "empty.json")
+    >>> _ = open(path, "w")
+    >>> try:
+    ...     read_json(path)
+    ... except CorruptStateError as error:
+    ...     print("empty.json' is damaged" in str(error))
+    True
+    """
+    try:
+        with open(path) as f:
+            return json.loads(f.read())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise _corrupt(path, error, recovery) from None
+
+
+def save_weights(model, path):
+    """`model.save_weights(path)`, atomically (`path` ends in `.weights.h5`).
+
+    Example:
+
+    >>> import os
+    >>> from mmfusion.branches import tabular_mlp
+    >>> path = os.path.join(str(getfixture("tmp_path")), "a.weights.h5")
+    >>> save_weights(tabular_mlp(3, name="a"), path)
+    >>> load_weights(tabular_mlp(3, name="a"), path)
+    """
+    atomic_write(path, model.save_weights, suffix=".weights.h5")
+
+
+def load_weights(model, path, recovery="Delete it to train these weights again."):
+    """`model.load_weights(path)`; a damaged file raises `CorruptStateError`.
+
+    Example:
+
+    >>> import os
+    >>> from mmfusion.branches import tabular_mlp
+    >>> path = os.path.join(str(getfixture("tmp_path")), "b.weights.h5")
+    >>> _ = open(path, "wb").write(b"\\x89HDF")  # truncated
+    >>> try:
+    ...     load_weights(tabular_mlp(3, name="b"), path)
+    ... except CorruptStateError as error:
+    ...     print("Delete it" in str(error))
+    True
+    """
+    try:
+        model.load_weights(path)
+    except Exception as error:  # h5py and Keras raise several types
+        raise _corrupt(path, error, recovery) from None
+
+
+def save_arrays(path, arrays):
+    """Saves a dict of NumPy arrays as `.npz`, atomically.
+
+    Example:
+
+    >>> import os
+    >>> import numpy as np
+    >>> path = os.path.join(str(getfixture("tmp_path")), "x.npz")
+    >>> save_arrays(path, {"a": np.arange(3)})
+    >>> load_arrays(path)["a"].tolist()
+    [0, 1, 2]
+    """
+    import numpy as np
+
+    def write(temporary):
+        with open(temporary, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def load_arrays(path, recovery="Delete it to compute it again."):
+    """Reads every array of an `.npz` file; a damaged file raises `CorruptStateError`.
+
+    Example:
+
+    >>> import os
+    >>> path = os.path.join(str(getfixture("tmp_path")), "bad.npz")
+    >>> _ = open(path, "wb").write(b"PK\\x03\\x04")
+    >>> try:
+    ...     load_arrays(path)
+    ... except CorruptStateError as error:
+    ...     print("compute it again" in str(error))
+    True
+    """
+    import numpy as np
+
+    try:
+        with np.load(path) as data:
+            return {name: data[name] for name in data.files}
+    except Exception as error:  # zipfile, pickle and value errors
+        raise _corrupt(path, error, recovery) from None
+
+
+class CrashSafeOracle:
+    """Mixin (before the `keras_tuner.Oracle` class) writing the oracle's and
+    trials' JSON atomically and reloading them validated and consistently.
+
+    Example:
+
+    >>> import keras_tuner
+    >>> class SafeRandom(CrashSafeOracle, keras_tuner.oracles.RandomSearchOracle):
+    ...     pass
+    >>> oracle = SafeRandom(objective="val_accuracy", max_trials=2)
+    >>> oracle._set_project_dir(str(getfixture("tmp_path")), "p")
+    >>> oracle.save(); oracle.reload(); oracle.end_order
+    []
+    """
+
+    _RECOVERY = ("Start the search again with overwrite=True (mmfusion search --overwrite), or "
+                 "restore the file from a backup; other trials are kept in their folders.")
+
+    def save(self):
+        write_json(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial):
+        write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"),
+                   trial.get_state())
+
+    def reload(self):
+        project = self._project_dir
+        for name in sorted(os.listdir(project)):
+            path = os.path.join(project, name, "trial.json")
+            if name.startswith("trial_") and os.path.exists(path):
+                state = read_json(path, recovery=f"Delete the folder '{os.path.dirname(path)}' "
+                                                 "(its trial is then run again).")
+                trial = keras_tuner.engine.trial.Trial.from_state(state)
+                self.trials[trial.trial_id] = trial
+        fname = self._get_oracle_fname()
+        saved = {t.trial_id: t for t in self.trials.values()}
+        self.trials = {}
+        state = read_json(fname, recovery=self._RECOVERY)
+        known = set(state["start_order"])
+        # Trials oracle.json knows about first (set_state resolves their ids).
+        self.trials = {i: t for i, t in saved.items() if i in known}
+        try:
+            self.set_state(state)
+        except KeyError as error:
+            raise CorruptStateError(f"Search state file '{fname}' lacks {error}: it was "
+                                    f"written by another oracle. {self._RECOVERY}") from None
+        ended = set(self.end_order)
+        for tuner_id, trial in list(self.ongoing_trials.items()):
+            del self.ongoing_trials[tuner_id]
+            if trial.status in (_STATUS.COMPLETED, _STATUS.FAILED):
+                if trial.trial_id not in ended:  # killed between the two writes of end_trial
+                    self.end_order.append(trial.trial_id)
+                    self._run_times[trial.trial_id] += 1
+            elif trial.trial_id not in self._retry_queue:
+                self._retry_queue.append(trial.trial_id)  # killed while it ran: run it again
+        for trial_id, trial in saved.items():
+            if trial_id not in known:  # killed between the two writes of create_trial
+                self.trials[trial_id] = trial
+                self.start_order.append(trial_id)
+                self._record_values(trial)
+                self._retry_queue.append(trial_id)
