@@ -76,14 +76,15 @@ def trial(hypermodel, data, epochs, batch_size):
     return clock.epochs
 
 
-def speedup(task, features, fresh, width, args):
+def speedup(task, prepared, fresh, width, args):
     """Seconds per trial on cached features vs on the frozen branches (no
     cache) vs end to end (`fresh`: the same branches, never trained), and the
     time end-to-end training needs to reach the cached trial's validation
     accuracy."""
-    labels = {s: y for s, (_, y) in task.splits.items()}
+    features, labels = prepared.features, prepared.labels
     packed = {s: pack(f) for s, f in features.items()}
     raw = {s: x for s, (x, _) in task.splits.items()}
+    raw["train"] = {m: x[prepared.parts["search"]] for m, x in raw["train"].items()}
     cached = FusionHyperModel(feature_branches(features["train"]), task.num_classes,
                               fusions=["concat"], max_layers=1)
     modes = {  # mode -> (hypermodel, ((x, y), validation data))
@@ -120,13 +121,14 @@ def speedup(task, features, fresh, width, args):
                  "trials": summary, **ratios, "end_to_end_to_match_cached": match})
 
 
-def search_curve(task, features, oracle, seed, args):
+def search_curve(task, prepared, oracle, seed, args):
     """Best validation accuracy after each trial of one search."""
-    labels = {s: y for s, (_, y) in task.splits.items()}
+    features, labels = prepared.features, prepared.labels
     hypermodel = FusionHyperModel(feature_branches(features["train"]), task.num_classes,
-                                  fusions=args.fusions, max_layers=args.max_layers, fit_verbose=0)
+                                  fusions=args.fusions, max_layers=args.max_layers,
+                                  units=(64,), learning_rates=(1e-3,), fit_verbose=0)
     tuner = make_tuner(oracle, hypermodel, args.trials, os.path.join(args.output, "searches"),
-                       project_name=f"{oracle}-s{seed}", seed=seed + 1, overwrite=True)
+                       project_name=f"{oracle}-s{seed}", seed=seed, overwrite=True)
     start = time.perf_counter()
     tuner.search(pack(features["train"]), labels["train"], epochs=args.epochs,
                  batch_size=args.batch_size, verbose=0,
@@ -190,11 +192,11 @@ def main(argv=None):
 
     task = load_task(args.task, seed=0)
     start = time.perf_counter()
-    features = prepare(task, os.path.join(args.output, "prepared"))
+    prepared = prepare(task, args.output, report=print)
     emit({"measure": "prepare_seconds", "task": args.task,
           "seconds": time.perf_counter() - start,
           "taps": {m: {t: x.shape[1] for t, x in taps.items()}
-                   for m, taps in features["train"].items()}})
+                   for m, taps in prepared.features["train"].items()}})
     results = {"task": args.task, "trials": args.trials, "epochs": args.epochs}
     if not args.skip_speedup:
         # A clone of a frozen branch keeps its layers frozen even after
@@ -202,12 +204,11 @@ def main(argv=None):
         results["speedup"] = []
         for width in args.widths:
             pretrained = task if width == 1 else load_task(args.task, seed=0, width=width)
-            cached = features if width == 1 else prepare(
-                pretrained, os.path.join(args.output, f"prepared-w{width}"))
+            cached = prepared if width == 1 else prepare(pretrained, args.output, report=print)
             fresh = load_task(args.task, seed=0, width=width).branches
             results["speedup"].append(speedup(pretrained, cached, fresh, width, args))
     if not args.skip_search:
-        curves = [search_curve(task, features, oracle, seed, args)
+        curves = [search_curve(task, prepared, oracle, seed, args)
                   for seed in args.seeds for oracle in ORACLES]
         results["curves"] = curves
         results["table"] = table(curves, args.trials)

@@ -3,8 +3,8 @@
 As in MFAS, every modality's branch is pretrained once on its own
 (`pretrain_branch`: the branch plus a softmax head on its `"vector"` tap),
 then frozen; `FeatureCache` computes the outputs of all its taps once and
-stores them on disk as `.npz`, keyed by a hash of the branch weights, the
-data and the pooling, so a second search (or a resumed one) reads them back.
+stores them on disk as `.npz` (written atomically, validated when read),
+keyed by a hash of the branch weights, the data and the pooling, so a second search (or a resumed one) reads them back.
 `feature_branches` turns cached features into stand-in branches with the same
 taps, so `FusionHyperModel` builds the same fusion networks on top of them;
 `transfer_weights` then moves a searched fusion network onto the real
@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from mmfusion.branches import VECTOR_TAP
+from mmfusion.search.state import load_arrays, save_arrays
 
 __all__ = ["FeatureCache", "TapSplit", "feature_branches", "pack", "pretrain_branch",
            "transfer_weights"]
@@ -131,16 +132,12 @@ class FeatureCache:
         path = os.path.join(self.directory, f"{branch.name}-{self.key(branch, x)}.npz")
         if os.path.exists(path):
             self.hits += 1
-            with np.load(path) as data:
-                return {tap: data[tap] for tap in data.files}
+            return load_arrays(path, recovery="Delete it: the features are computed again.")
         self.misses += 1
         outputs = branch.predict(x, batch_size=self.batch_size, verbose=0)
         taps = {tap: _to_vectors(np.asarray(v, "float32"), self.pooling)
                 for tap, v in outputs.items()}
-        os.makedirs(self.directory, exist_ok=True)
-        partial = path + ".partial.npz"
-        np.savez(partial, **taps)
-        os.replace(partial, path)  # readers never see a half-written file
+        save_arrays(path, taps)  # atomic: readers never see a half-written file
         return taps
 
     def features(self, branches, inputs):

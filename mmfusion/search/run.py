@@ -7,10 +7,14 @@ tap features; `make_tuner` builds an MFAS, random or Bayesian tuner over a
 and exports the best fusion network on the real branches as a `.keras` model.
 """
 
+import hashlib
+import json
 import os
+import time
 import warnings
 from dataclasses import dataclass
 
+import keras
 import numpy as np
 
 from mmfusion import tasks
@@ -18,11 +22,13 @@ from mmfusion.search.features import (FeatureCache, feature_branches, pack, pret
                                       transfer_weights)
 from mmfusion.search.baselines import BayesianOptimizationOracle, RandomSearchOracle
 from mmfusion.search.hypermodel import FusionHyperModel, FusionTuner, MFASTuner
+from mmfusion.search.state import load_weights, read_json, save_weights, write_json
 
 ORACLES = ("mfas", "random", "bayesian")
 DEFAULT_FUSIONS = ("concat", "gmu", "lmf", "mfb")
 
-__all__ = ["Task", "load_task", "make_tuner", "prepare", "run_search"]
+__all__ = ["Prepared", "Task", "check_settings", "load_task", "make_tuner", "prepare",
+           "run_search"]
 
 
 @dataclass
@@ -33,6 +39,8 @@ class Task:
         branches: dict modality -> untrained branch model.
         splits: dict `"train"`, `"validation"`, `"test"` -> `(inputs dict, labels)`.
         num_classes: number of classes.
+        name: the task's name (part of the keys of its cached branches and
+            features, with a fingerprint of its data).
 
     Example (a task of your own; `run_search` accepts it):
 
@@ -49,6 +57,7 @@ class Task:
     branches: dict
     splits: dict
     num_classes: int
+    name: str = "custom"
 
 
 def load_task(name, seed=0, data_dir=None, width=1):
@@ -75,40 +84,166 @@ def load_task(name, seed=0, data_dir=None, width=1):
     """
     definition = tasks.get(name)
     data = definition.data(data_dir=data_dir, seed=seed)
-    return Task(definition.branches(data, width=width), data.splits, definition.num_outputs)
+    return Task(definition.branches(data, width=width), data.splits, definition.num_outputs,
+                name=f"{name}-width{width}")
 
 
-def prepare(task, directory, pretrain_epochs=10, verbose=0):
+@dataclass
+class Prepared:
+    """What `prepare` returns.
+
+    Attributes:
+        features: `{split: {modality: {tap: array}}}` for `"train"` (the
+            search part of the training split only), `"validation"` and
+            `"test"`.
+        labels: `{split: labels}` aligned with `features`.
+        directory: the folder holding the branch weights and features.
+        key: the settings key naming that folder.
+        parts: `{"pretrain": indices, "search": indices}` into the task's
+            training split (the branches' and the candidates' examples).
+
+    Example: see `prepare`.
+
+    >>> Prepared({}, {}, "folder", "key", {}).directory
+    'folder'
+    """
+
+    features: dict
+    labels: dict
+    directory: str
+    key: str
+    parts: dict
+
+
+def _fingerprint(task):
+    """Hash of a task's name, data and (untrained) branch architectures."""
+    digest = hashlib.sha256(task.name.encode())
+    for split in sorted(task.splits):
+        inputs, labels = task.splits[split]
+        for m in sorted(inputs):
+            x = np.ascontiguousarray(inputs[m])
+            digest.update(f"{split}|{m}|{x.shape}|{x.dtype}".encode())
+            digest.update(x.tobytes() if x.dtype != object else repr(x.tolist()).encode())
+        digest.update(np.ascontiguousarray(labels).tobytes())
+    for m in sorted(task.branches):
+        digest.update(task.branches[m].to_json().encode())
+    return digest.hexdigest()[:16]
+
+
+def _prepared_key(task, pretrain_epochs, seed, pretrain_fraction):
+    settings = {"task": task.name, "data": _fingerprint(task), "seed": int(seed),
+                "pretrain_epochs": int(pretrain_epochs),
+                "pretrain_fraction": float(pretrain_fraction)}
+    return settings, hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare(task, directory, pretrain_epochs=10, seed=0, pretrain_fraction=0.5,
+            report=None, verbose=0):
     """Pretrains (or reloads) and freezes every branch, and caches its taps.
 
-    Branch weights are kept in `directory/branches/` (one file per modality
-    and number of pretraining epochs), features in `directory/features/`, so
-    a resumed search sees the same features. Use one directory per task.
+    The training split is cut in two (seeded): branches are pretrained on
+    the first part (`pretrain_fraction`) only, and candidates are trained on
+    features of the second part and selected on features of the validation
+    split, neither seen by the branches (features of examples a branch was
+    fitted on are over-confident). Everything is kept in
+    `directory/prepared/KEY/` (`KEY`: a hash of the task's name, data and
+    branch architectures, `seed`, `pretrain_epochs` and
+    `pretrain_fraction`; `settings.json` there says which), so another seed
+    or task never reuses these branches, and a resumed search sees the same
+    features. Files are written atomically and validated when read back
+    (`mmfusion.search.state`).
+
+    Args:
+        task: a `Task`.
+        directory: the search folder.
+        pretrain_epochs: epochs of each branch's pretraining.
+        seed: seed of the cut and of the pretraining.
+        pretrain_fraction: share of the training split used to pretrain.
+        report: optional callable (e.g. `print`) given progress lines.
+        verbose: Keras verbosity of the pretraining.
 
     Returns:
-        `{split: {modality: {tap: array}}}` for the task's splits.
+        A `Prepared`.
 
     Example:
 
     >>> task = load_task("synthetic")
-    >>> features = prepare(task, str(getfixture("tmp_path")), pretrain_epochs=1)
-    >>> {tap: x.shape for tap, x in features["validation"]["visual"].items()}
-    {'dense_1': (400, 32), 'dense_2': (400, 16), 'vector': (400, 16)}
+    >>> prepared = prepare(task, str(getfixture("tmp_path")), pretrain_epochs=1)
+    >>> {tap: x.shape for tap, x in prepared.features["train"]["visual"].items()}
+    {'dense_1': (800, 32), 'dense_2': (800, 16), 'vector': (800, 16)}
+    >>> len(prepared.labels["validation"])
+    400
     """
+    report = report or (lambda line: None)
+    settings, key = _prepared_key(task, pretrain_epochs, seed, pretrain_fraction)
+    folder = os.path.join(directory, "prepared", key)
+    write_json(os.path.join(folder, "settings.json"), settings)
     x, y = task.splits["train"]
-    for m, branch in task.branches.items():
-        path = os.path.join(directory, "branches", f"{m}-pretrained{pretrain_epochs}.weights.h5")
+    order = np.random.default_rng(seed).permutation(len(y))
+    cut = int(round(len(y) * pretrain_fraction))
+    if not 0 < cut < len(y):
+        raise ValueError(f"prepare: pretrain_fraction={pretrain_fraction} leaves no example for "
+                         f"pretraining or for the search ({len(y)} training examples).")
+    parts = {"pretrain": order[:cut], "search": order[cut:]}
+    for i, (m, branch) in enumerate(task.branches.items(), start=1):
+        path = os.path.join(folder, "branches", f"{m}.weights.h5")
+        started = time.perf_counter()
         if os.path.exists(path):
-            branch.load_weights(path)
+            load_weights(branch, path)
             branch.trainable = False
-        else:
-            pretrain_branch(branch, x[m], y, task.num_classes, epochs=pretrain_epochs,
-                            verbose=verbose)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            branch.save_weights(path)
-    cache = FeatureCache(os.path.join(directory, "features"))
-    return {split: cache.features(task.branches, inputs)
-            for split, (inputs, _) in task.splits.items()}
+            report(f"branch {i}/{len(task.branches)} ({m}): pretrained weights loaded from {path}")
+            continue
+        report(f"branch {i}/{len(task.branches)} ({m}): pretraining, {pretrain_epochs} epochs "
+               f"on {cut} examples ...")
+        keras.utils.set_random_seed(seed + i)
+        pretrain_branch(branch, x[m][parts["pretrain"]], y[parts["pretrain"]], task.num_classes,
+                        epochs=pretrain_epochs, verbose=verbose)
+        save_weights(branch, path)
+        report(f"branch {i}/{len(task.branches)} ({m}): done in "
+               f"{time.perf_counter() - started:.1f} s")
+    cache = FeatureCache(os.path.join(folder, "features"))
+    splits = {"train": ({m: v[parts["search"]] for m, v in x.items()}, y[parts["search"]]),
+              "validation": task.splits["validation"], "test": task.splits["test"]}
+    features = {}
+    for i, (split, (inputs, _)) in enumerate(splits.items(), start=1):
+        started, misses = time.perf_counter(), cache.misses
+        features[split] = cache.features(task.branches, inputs)
+        how = "computed" if cache.misses > misses else "read from the cache"
+        report(f"features {i}/{len(splits)} ({split}, {len(splits[split][1])} examples): {how} "
+               f"in {time.perf_counter() - started:.1f} s")
+    return Prepared(features, {split: labels for split, (_, labels) in splits.items()},
+                    folder, key, parts)
+
+
+def check_settings(path, settings, overwrite=False):
+    """Records a search's settings at `path`, or checks them against those of
+    the search found there: resuming with other settings raises a
+    `ValueError` naming the differences (unless `overwrite`).
+
+    Example:
+
+    >>> import os
+    >>> path = os.path.join(str(getfixture("tmp_path")), "settings.json")
+    >>> check_settings(path, {"seed": 0})
+    >>> try:
+    ...     check_settings(path, {"seed": 1})
+    ... except ValueError as error:
+    ...     print("seed=1 (it has 0)" in str(error))
+    True
+    """
+    if os.path.exists(path) and not overwrite:
+        saved = read_json(path)
+        different = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+        different.update({k: (v, None) for k, v in saved.items() if k not in settings})
+        if different:
+            changes = ", ".join(f"{k}={new!r} (it has {old!r})"
+                                for k, (old, new) in sorted(different.items()))
+            raise ValueError(
+                f"The search in {os.path.dirname(path)} was started with other settings: "
+                f"{changes}. Resume it with its own settings, start it again with "
+                f"overwrite=True (mmfusion search --overwrite), or use another directory.")
+        return
+    write_json(path, settings)
 
 
 def make_tuner(oracle, hypermodel, max_trials, directory, project_name="search", seed=0,
@@ -144,8 +279,13 @@ def make_tuner(oracle, hypermodel, max_trials, directory, project_name="search",
 
 def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epochs=5,
                batch_size=64, fusions=DEFAULT_FUSIONS, max_layers=2, seed=0,
-               pretrain_epochs=10, overwrite=False, callbacks=None, verbose=1):
+               pretrain_epochs=10, overwrite=False, callbacks=None, units=(64,),
+               learning_rates=(1e-3,), verbose=1):
     """Searches a fusion architecture on cached features and exports the best model.
+
+    Branches are pretrained on one part of the training split, candidates
+    trained on features of the other part and selected on the validation
+    split (see `prepare`); the exported model is evaluated on the test split.
 
     Args:
         task: a task name (see `load_task`) or a `Task`.
@@ -156,12 +296,17 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
         batch_size: batch size of each trial.
         fusions: candidate fusion-layer names.
         max_layers: maximum number of fusion layers.
-        seed: seed of the data split and the oracle.
+        seed: seed of the data split, the pretraining and the oracle (0 is a seed).
         pretrain_epochs: epochs of each branch's pretraining.
-        overwrite: start the search again instead of resuming it.
+        overwrite: start the search again instead of resuming it (resuming
+            with other settings is an error).
         callbacks: Keras callbacks of every trial (a plain
             `keras.callbacks.TensorBoard` gets KerasTuner's HParams logging).
-        verbose: 0 silent; 1 one line per trial and a summary.
+        units: candidate `units` of the fusion layers; one value (the
+            default) fixes it, so oracles differ only in the architectures.
+        learning_rates: candidate Adam learning rates (likewise).
+        verbose: 0 silent; 1 progress (pretraining, features, one line per
+            trial with elapsed time and ETA) and a summary.
 
     Returns:
         A dict: `architecture` (readable), `values` (best hyperparameters),
@@ -187,12 +332,19 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
     (None, 2)
     """
     task = load_task(task, seed) if isinstance(task, str) else task
-    features = prepare(task, directory, pretrain_epochs)
+    report = print if verbose else None
+    check_settings(os.path.join(directory, f"{oracle}-settings.json"), {
+        "prepared": _prepared_key(task, pretrain_epochs, seed, 0.5)[1], "oracle": oracle, "trials": int(trials), "epochs": int(epochs),
+        "batch_size": int(batch_size), "fusions": list(fusions), "max_layers": int(max_layers),
+        "seed": int(seed), "units": list(units), "learning_rates": list(learning_rates)},
+        overwrite=overwrite)
+    prepared = prepare(task, directory, pretrain_epochs, seed=seed, report=report)
+    features, labels = prepared.features, prepared.labels
     hypermodel = FusionHyperModel(feature_branches(features["train"]), task.num_classes,
-                                  fusions=fusions, max_layers=max_layers, fit_verbose=0)
+                                  fusions=fusions, max_layers=max_layers, units=units,
+                                  learning_rates=learning_rates, fit_verbose=0)
     tuner = make_tuner(oracle, hypermodel, trials, directory, project_name=oracle,
-                       seed=seed, overwrite=overwrite, report=print if verbose else None)
-    labels = {split: y for split, (_, y) in task.splits.items()}
+                       seed=seed, overwrite=overwrite, report=report)
     tuner.search(pack(features["train"]), labels["train"], epochs=epochs,
                  batch_size=batch_size, callbacks=list(callbacks or []), verbose=0,
                  validation_data=(pack(features["validation"]), labels["validation"]))

@@ -34,8 +34,8 @@ def xor_task(n=800, seed=0):
 def test_mfas_beats_the_worst_single_layer_architecture(tmp_path):
     keras.utils.set_random_seed(0)
     task = xor_task()
-    features = prepare(task, str(tmp_path / "prepared"), pretrain_epochs=1)
-    labels = {split: y for split, (_, y) in task.splits.items()}
+    prepared = prepare(task, str(tmp_path / "prepared"), pretrain_epochs=1)
+    features, labels = prepared.features, prepared.labels
     data = dict(x=pack(features["train"]), y=labels["train"], epochs=EPOCHS, batch_size=32,
                 verbose=0, validation_data=(pack(features["validation"]), labels["validation"]))
     hypermodel = FusionHyperModel(feature_branches(features["train"]), task.num_classes,
