@@ -27,7 +27,13 @@ _STATUS = keras_tuner.engine.trial.TrialStatus
 
 
 class CorruptStateError(RuntimeError):
-    """A search file that cannot be read back (the message says how to recover)."""
+    """A search file that cannot be read back (the message says how to recover).
+
+    Example:
+
+    >>> issubclass(CorruptStateError, RuntimeError)
+    True
+    """
 
 
 def _corrupt(path, error, recovery):
