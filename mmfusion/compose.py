@@ -52,8 +52,10 @@ LATE_COMBINERS = ("average", "weighted")
 PRESENCE = "presence"
 PREVIOUS = "previous"
 
+PRESENCE_FORMS = ("matrix", "dict")
+
 __all__ = ["Early", "FusionPoint", "Head", "Late", "MaskedPooling", "PresenceColumns",
-           "build_fusion_model"]
+           "StackPresence", "ZeroAbsent", "build_fusion_model"]
 
 
 @dataclass
@@ -261,6 +263,106 @@ class PresenceColumns(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(columns=self.columns, ones=self.ones)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mmfusion")
+class ZeroAbsent(keras.layers.Layer):
+    """Replaces the rows of a modality's input where it is absent by zeros.
+
+    Used by `build_fusion_model` before every branch (and before early
+    fusion), so whatever placeholder an absent row holds (NaN, Inf, a stale
+    image) never reaches a branch, its BatchNorm statistics or a fusion
+    layer: the replacement is an `ops.where`, not a multiplication
+    (`NaN * 0` is NaN).
+
+    Args:
+        column: the modality's column in the `(batch, N)` presence mask.
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: the modality's input `(batch, ...)`, any numeric dtype.
+        presence: `(batch, N)` 0/1 presence mask.
+
+    Returns:
+        `inputs` with absent rows set to zeros (same shape and dtype).
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.array([[1.0, 2.0], [np.nan, np.inf]])
+    >>> ZeroAbsent(1)(x, presence=np.array([[0.0, 1.0], [1.0, 0.0]])).numpy().tolist()
+    [[1.0, 2.0], [0.0, 0.0]]
+    """
+
+    def __init__(self, column, **kwargs):
+        super().__init__(**kwargs)
+        self.column = int(column)
+
+    def call(self, inputs, presence):
+        present = ops.take(ops.cast(presence, "float32"), self.column, axis=1) > 0.5
+        present = ops.reshape(present, (-1,) + (1,) * (len(inputs.shape) - 1))
+        return ops.where(present, inputs, ops.zeros_like(inputs))
+
+    def compute_output_shape(self, input_shape, presence_shape=None):
+        return input_shape
+
+    def compute_output_spec(self, inputs, presence):
+        return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(column=self.column)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mmfusion")
+class StackPresence(keras.layers.Layer):
+    """Stacks per-modality presence columns, given as a dict, into a `(batch, N)` mask.
+
+    Used by `build_fusion_model(presence="dict")`: the model's `"presence"`
+    input is then a dict modality -> `(batch,)` 0/1 column, so no column
+    order has to be remembered.
+
+    Args:
+        modalities: modality names, in the order of the mask's columns.
+        **kwargs: standard layer arguments.
+
+    Call arguments:
+        inputs: dict modality -> `(batch,)` 0/1 tensor.
+
+    Returns:
+        `(batch, N)` float mask, columns in `modalities` order.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = StackPresence(["image", "text"])
+    >>> layer({"text": np.array([1.0, 0.0]), "image": np.array([0.0, 1.0])}).numpy().tolist()
+    [[0.0, 1.0], [1.0, 0.0]]
+    """
+
+    def __init__(self, modalities, **kwargs):
+        super().__init__(**kwargs)
+        self.modalities = list(modalities)
+
+    def call(self, inputs):
+        missing = [m for m in self.modalities if m not in inputs]
+        if missing:
+            raise ValueError(f"StackPresence layer '{self.name}': no presence column for "
+                             f"modalities {missing}; expected keys {self.modalities}, "
+                             f"received {sorted(inputs)}.")
+        columns = [ops.reshape(ops.cast(inputs[m], self.compute_dtype), (-1,))
+                   for m in self.modalities]
+        return ops.stack(columns, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        first = input_shape[self.modalities[0]]
+        return (first[0], len(self.modalities))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(modalities=self.modalities)
         return config
 
 
@@ -538,14 +640,25 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
             timesteps (`MaskedPooling`: mean, or max for `"max"`).
         head_units: hidden sizes of the head MLP (per modality for late fusion).
         head_dropout: dropout rate in the head MLP.
-        presence: if True, the model takes one more input `"presence"`,
-            `(batch, n_modalities)` 0/1 in the order of `branches`, passed to
-            every fusion layer (and to the late combination).
+        presence: whether the model takes one more input `"presence"` that
+            says which modalities each row has (1 present, 0 absent):
+            - `True` or `"matrix"`: a `(batch, n_modalities)` 0/1 array whose
+              columns follow the order of `branches` (not the sorted order
+              of `model.inputs`);
+            - `"dict"`: a dict modality -> `(batch,)` 0/1 column (no column
+              order to get wrong), stacked by a `StackPresence` layer;
+            - `False`: no presence input.
+            The mask goes to every fusion layer (and the late combination),
+            and absent rows' inputs are replaced by zeros (`ZeroAbsent`,
+            an `ops.where`) before any branch, so their placeholders (NaN,
+            Inf, anything) never reach a branch, its BatchNorm statistics
+            or a fusion layer.
         modality_dropout: rate of a `mmfusion.fusion.ModalityDropout` on the
             presence mask (all ones without `presence`): in training, whole
             modalities are marked absent at random (never all of an
             example's), so the model learns to predict when one is missing.
-            0 adds none.
+            Dropped rows' inputs are zeroed before the branches, as absent
+            ones are. 0 adds none.
         name: name of the model.
 
     Returns:
@@ -585,14 +698,13 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
               for m, b in branches.items()}
     model_inputs = dict(inputs)
     presence_input = None
-    if presence:
-        if PRESENCE in inputs:
-            raise ValueError(f"build_fusion_model: '{PRESENCE}' cannot be a modality name.")
-        presence_input = keras.Input(shape=(len(inputs),), name=PRESENCE)
-        model_inputs[PRESENCE] = presence_input
+    if presence is not False and presence is not None:
+        model_inputs[PRESENCE], presence_input = _presence_input(presence, list(inputs))
     if modality_dropout:
         presence_input = ModalityDropout(modality_dropout, modalities=list(inputs),
                                          name="modality_dropout")(inputs, presence=presence_input)
+    if presence_input is not None:
+        inputs = {m: _zero_absent(x, presence_input, i, m) for i, (m, x) in enumerate(inputs.items())}
     composer = _Composer(branches, units, tap_pooling, presence_input)
     if early:
         x = _head(_early(composer, inputs, spec), head, prefix="head")
@@ -605,6 +717,29 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
         else:
             x = _head(_chain(composer, spec), head, prefix="head")
     return keras.Model(model_inputs, _finish(x, head), name=name)
+
+
+def _presence_input(form, modalities):
+    """`(model input, (batch, N) mask tensor)` for `presence=form`."""
+    if PRESENCE in modalities:
+        raise ValueError(f"build_fusion_model: '{PRESENCE}' cannot be a modality name.")
+    form = "matrix" if form is True else form
+    if form not in PRESENCE_FORMS:
+        raise ValueError(f"build_fusion_model: presence must be True, False, 'matrix' or "
+                         f"'dict'; received {form!r}.")
+    if form == "matrix":
+        matrix = keras.Input(shape=(len(modalities),), name=PRESENCE)
+        return matrix, matrix
+    columns = {m: keras.Input(shape=(), name=f"{PRESENCE}_{m}") for m in modalities}
+    return columns, StackPresence(modalities, name=f"{PRESENCE}_stack")(columns)
+
+
+def _zero_absent(x, presence, column, modality):
+    """`x` with absent rows zeroed (inputs that are not numbers pass unchanged)."""
+    if not (keras.backend.is_float_dtype(x.dtype) or keras.backend.is_int_dtype(x.dtype)
+            or x.dtype == "bool"):
+        return x
+    return ZeroAbsent(column, name=f"{modality}_zero_absent")(x, presence=presence)
 
 
 def _vector_tap(composer, modality, tap):

@@ -10,7 +10,8 @@ import pytest
 
 from mmfusion import fusion
 from mmfusion.branches import image_cnn, tabular_mlp, text_lstm
-from mmfusion.compose import Early, FusionPoint, Head, Late, PresenceColumns, build_fusion_model
+from mmfusion.compose import (Early, FusionPoint, Head, Late, PresenceColumns, StackPresence,
+                              ZeroAbsent, build_fusion_model)
 from mmfusion.inspect import keras_graph
 
 N = 8
@@ -183,6 +184,88 @@ def test_modality_dropout_marks_whole_modalities_absent_in_training_only(presenc
     model.save(path)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(
         keras.models.load_model(path)(feed, training=False)), full, atol=1e-6)
+
+
+def half_image_absent(n=32, placeholder=np.nan):
+    """av-like data where the image `b` is absent in every other row, its
+    placeholder `placeholder` (the present rows are the same whatever it is)."""
+    rng = np.random.default_rng(1)
+    presence = np.ones((n, 2), "float32")
+    presence[::2, 1] = 0.0
+    image = rng.random((n, 4, 4, 1)).astype("float32")
+    image[presence[:, 1] == 0] = placeholder
+    return {"a": rng.normal(size=(n, 3)).astype("float32"), "b": image,
+            "presence": presence}, np.arange(n) % 3
+
+
+def trained_gmu(x, y):
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model(branches(), "gmu", num_outputs=3, units=8, presence=True)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0)
+    return model
+
+
+def test_nan_placeholders_of_absent_rows_never_reach_a_branch():
+    """NaN images in absent rows: training keeps every weight (and BatchNorm
+    statistic) finite and identical to training with zero placeholders, and
+    predictions do not depend on the placeholder."""
+    x_nan, y = half_image_absent(placeholder=np.nan)
+    x_zero, _ = half_image_absent(placeholder=0.0)
+    model = trained_gmu(x_nan, y)
+    weights = model.get_weights()
+    assert all(np.all(np.isfinite(w)) for w in weights)
+    for w, w_zero in zip(weights, trained_gmu(x_zero, y).get_weights()):
+        np.testing.assert_allclose(w, w_zero, rtol=1e-5, atol=1e-6)
+    with_nan, with_zero = predict(model, x_nan), predict(model, x_zero)
+    assert np.all(np.isfinite(with_nan))
+    np.testing.assert_allclose(with_nan, with_zero, atol=1e-6)
+
+
+def test_absent_placeholders_do_not_leak_through_batchnorm_in_training():
+    """Training-mode BatchNorm uses batch statistics: without zeroing, other
+    placeholder images in absent rows would change present rows' outputs."""
+    x, _ = half_image_absent(placeholder=0.0)
+    other = dict(x, b=np.where(x["presence"][:, 1, None, None, None] > 0, x["b"], 3.0))
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model(branches(), "gmu", num_outputs=3, units=8, presence=True)
+    first = keras.ops.convert_to_numpy(model(x, training=True))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(other, training=True)), first,
+                               atol=1e-6)
+
+
+def test_presence_as_a_dict_of_columns(tmp_path):
+    """presence="dict": one column per modality by name, whatever the branch
+    order (here b before a, the reverse of sorted model.inputs)."""
+    keras.utils.set_random_seed(0)
+    ordered = {"b": branches()["b"], "a": branches()["a"]}
+    model = build_fusion_model(ordered, "gmu", num_outputs=3, units=8, presence="dict")
+    assert sorted(model.input["presence"]) == ["a", "b"]
+    columns = {"a": np.ones(N, "float32"), "b": np.zeros(N, "float32")}
+    first = predict(model, dict(X, presence=columns))
+    np.testing.assert_allclose(predict(model, dict(X, b=X["b"] + 5.0, presence=columns)), first,
+                               atol=1e-6)  # b marked absent by name
+    assert np.abs(predict(model, dict(X, a=X["a"] + 5.0, presence=columns)) - first).max() > 1e-4
+    keras.utils.set_random_seed(0)
+    matrix = build_fusion_model(ordered, "gmu", num_outputs=3, units=8, presence=True)
+    matrix.set_weights(model.get_weights())
+    as_matrix = np.stack([columns["b"], columns["a"]], axis=1)  # branch order: b, a
+    np.testing.assert_allclose(predict(matrix, dict(X, presence=as_matrix)), first, atol=1e-6)
+    path = str(tmp_path / "dict_presence.keras")
+    model.save(path)
+    np.testing.assert_allclose(predict(keras.models.load_model(path), dict(X, presence=columns)),
+                               first, atol=1e-6)
+
+
+def test_zero_absent_and_stack_presence_layers():
+    tokens = np.array([[3, 4], [5, 6]], "int32")
+    out = ZeroAbsent(0)(tokens, presence=np.array([[1.0], [0.0]]))
+    assert keras.backend.standardize_dtype(out.dtype) == "int32"
+    np.testing.assert_array_equal(np.asarray(out), [[3, 4], [0, 0]])
+    with pytest.raises(ValueError, match="StackPresence.*no presence column for modalities \\['b'\\]"):
+        StackPresence(["a", "b"])({"a": np.ones(2)})
+    with pytest.raises(ValueError, match="presence must be True, False, 'matrix' or 'dict'"):
+        build_fusion_model(branches(), "gmu", presence="columns")
 
 
 def test_presence_columns_layer():
