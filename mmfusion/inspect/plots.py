@@ -212,24 +212,28 @@ class _Graph:
         if (a, b, dashed) not in self.arrows:
             self.arrows.append((a, b, dashed))
 
-    def _sources(self, tensor):
-        """Names of the model inputs and fusion layers `tensor` is computed from."""
+    def _sources(self, tensor, data_only=False):
+        """Names of the model inputs and fusion layers `tensor` is computed
+        from; with `data_only`, through positional arguments only (a tap's
+        modality data, not the `presence=` that zeroes its absent rows)."""
         op, _, arguments = keras_graph.producer(tensor)
         if id(op) in self._fusion_ids or arguments is None:
             return {op.name}
-        return set().union(*(self._sources(t) for t in keras_graph.keras_tensors(arguments)))
+        arguments = arguments[0] if data_only else arguments
+        return set().union(*(self._sources(t, data_only)
+                             for t in keras_graph.keras_tensors(arguments)))
 
     def _tap(self, tensor):
         """The box a fusion input comes from (a tap box linked to its sources)."""
         op = keras_graph.producer(tensor)[0]
         if id(op) in self._fusion_ids or isinstance(op, keras.layers.InputLayer):
             return op.name
-        sources = self._sources(tensor)
+        sources = self._sources(tensor, data_only=True)
         if len(sources) == 1 and sources <= {l.name for l in self.fusion}:
             return sources.pop()  # e.g. the activation between two fusion layers of a chain
         key = f"tap:{id(tensor)}"
         self.boxes[key] = (_tap_label(tensor), 1)
-        for source in sorted(self._sources(tensor)):
+        for source in sorted(sources):
             self._link(source, key, dashed=False)
         return key
 
