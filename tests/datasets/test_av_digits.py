@@ -1,7 +1,5 @@
 """av_digits: disjoint splits, class balance, determinism, degradations and texts."""
 
-import os
-
 import numpy as np
 import pytest
 
@@ -105,12 +103,8 @@ def test_digit_phrase_covers_languages_and_arithmetic():
     assert {"plus", "minus", "sieben", "siete", "sept", "seven", "7"} <= set(words)
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(os.path.dirname(__file__), "..", "..", "..",
-                                                   "shared", "data", "fsdd")),
-                    reason="no local FSDD copy")
-def test_real_task_sizes():
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "fsdd")
-    train, test = load_av_digits(path)
+def test_real_task_sizes(data_dir):
+    train, test = load_av_digits(data_dir=data_dir)
     assert (len(train), len(test)) == (2700, 300)
     assert not set(train.recordings) & set(test.recordings)
     np.testing.assert_array_equal(np.bincount(test.labels), [30] * 10)

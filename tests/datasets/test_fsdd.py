@@ -2,6 +2,7 @@
 exercised without the network; the tf.data WAV pipeline."""
 
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -11,8 +12,6 @@ from mmfusion.datasets import fsdd
 from mmfusion.datasets.fsdd import load_fsdd, pad_or_crop
 from mmfusion.datasets.pipelines import make_dataset, wav_dataset
 from tests.datasets.fake_fsdd import write_fake_fsdd
-
-LOCAL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "fsdd")
 
 
 @pytest.fixture(scope="module")
@@ -67,15 +66,33 @@ def test_download_uses_get_file_without_network(fake, monkeypatch):
         return os.path.dirname(folder)
 
     monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
+    monkeypatch.delenv(fsdd.DATA_ENV, raising=False)  # no local data folder: download
     train, test = load_fsdd(None, length=50)
     assert calls["origin"] == fsdd.FSDD_URL and calls["extract"] is True
     assert fsdd.FSDD_URL.startswith("https://github.com/Jakobovski/free-spoken-digit-dataset/")
     assert len(train) + len(test) == 210
 
 
-@pytest.mark.skipif(not os.path.isdir(LOCAL), reason="no local FSDD copy")
-def test_local_copy_official_split():
-    train, test = load_fsdd(LOCAL, length=6000)
+def test_download_into_a_data_dir_is_found_next_time(fake, tmp_path, monkeypatch):
+    folder, _ = fake
+    calls = []
+
+    def fake_get_file(**kwargs):  # what get_file does: the archive extracted under cache_dir
+        calls.append(kwargs)
+        target = os.path.join(kwargs["cache_dir"], kwargs["cache_subdir"], "release")
+        shutil.copytree(os.path.dirname(folder), target)
+        return target
+
+    monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
+    data_dir = str(tmp_path / "data")
+    first = load_fsdd(data_dir=data_dir, length=50)[0]
+    again = load_fsdd(data_dir=data_dir, length=50)[0]
+    assert len(calls) == 1 and calls[0]["cache_subdir"] == "fsdd"
+    assert first.files.tolist() == again.files.tolist() and len(first) == 60
+
+
+def test_real_copy_official_split(data_dir):
+    train, test = load_fsdd(data_dir=data_dir, length=6000)
     assert (len(train), len(test)) == (2700, 300)
     assert not set(train.files) & set(test.files)
     assert set(train.speakers) == set(test.speakers) and len(set(test.speakers)) == 6
