@@ -1,70 +1,116 @@
 """Bilinear and higher-order pooling: MCB, MLB, MFB, MFH, MUTAN, Tucker, BLOCK.
 
-Missing modalities, for every layer here: an absent modality's projected
-vector (the factor it brings to the multiplicative interaction) is replaced by
-ones, the identity of the elementwise product, so the output is the present
-modalities' own terms; for MCB, whose product is a circular convolution, the
-absent modality's count sketch is replaced by the convolution's identity, the
-unit impulse `[1, 0, ..., 0]` (all-ones spectrum). A row with no present
-modality therefore gives a finite, input-independent output.
+Missing modalities. MLB, MFB and MFH multiply the modalities' projections
+elementwise: an absent modality's projection is replaced by ones, the
+identity of that product, so the output is the present modalities' own
+terms. MCB multiplies count sketches by circular convolution: an absent
+modality's sketch is replaced by the convolution's identity, the unit impulse
+`[1, 0, ..., 0]` (all-ones spectrum). Tucker, MUTAN and BLOCK contract the
+projections with a core tensor, for which ones are no identity: there an
+absent modality's projection is the *normalized* all-ones vector
+`1 / sqrt(hidden_size)` (unit norm), so the core is averaged over that
+modality's mode at the scale of a unit-norm projection. (Plain ones, norm
+`sqrt(hidden_size)`, made absent rows' outputs about `sqrt(hidden_size)` times
+larger than present rows' and a model trained with `ModalityDropout` saw two
+scales.) A row with no present modality gives a finite, input-independent
+output. Absent rows are zeroed with `ops.where` before any arithmetic, so NaN
+or Inf placeholders never reach outputs or gradients.
+
+Mixed precision: the FFT of MCB and every signed square root + L2
+normalization run in float32 when the compute dtype is float16 or bfloat16.
 """
 
 import math
+import random
 
 import keras
 import numpy as np
 from keras import ops
 
-from mmfusion.fusion.base import FusionLayer
+from mmfusion.fusion.base import FusionLayer, constructor_config, mask_inputs
 from mmfusion.fusion.registry import register
 
-__all__ = ["BLOCK", "MCB", "MFB", "MFH", "MLB", "MUTAN", "Tucker", "signed_sqrt"]
+__all__ = ["BLOCK", "MCB", "MFB", "MFH", "MLB", "MUTAN", "Tucker", "chunk_sizes",
+           "l2_normalize", "signed_sqrt"]
 
-# Smoothing of the signed square root; its gradient at 0 is 1 / (2 sqrt(eps)).
-SQRT_EPSILON = 1e-6
-# Floor of the squared norm in the L2 normalization (an all-zero row stays zero).
-NORM_EPSILON = 1e-12
+HALF = ("float16", "bfloat16")
 
 
-def signed_sqrt(x, epsilon=SQRT_EPSILON):
-    """Signed square root with a finite gradient everywhere.
+def _float32_if_half(x):
+    """`(x in float32 if x is half precision, original dtype)`."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    return (ops.cast(x, "float32") if dtype in HALF else x), dtype
 
-    `sign(x) · (sqrt(|x| + ε) − sqrt(ε))`, written as
-    `x / (sqrt(|x| + ε) + sqrt(ε))`: 0 at 0 with slope `1 / (2 sqrt(ε))`,
-    and within `sqrt(ε)` of `sign(x) sqrt(|x|)` elsewhere. The papers'
-    `sign(x) sqrt(|x|)` has an infinite slope at 0: huge gradients near 0,
-    and NaN at exact zeros when written `sqrt(relu(x)) − sqrt(relu(−x))`.
+
+def signed_sqrt(x, epsilon=0.0):
+    """Signed square root `sign(x) · sqrt(|x|)`, the power normalization.
+
+    With `epsilon = 0` (the default) the value is exact everywhere; at
+    exactly 0, where the derivative is infinite, the gradient is defined as 1
+    (computed as `x / sqrt(|x|)` with `|x|` replaced by 1 at 0), so exact
+    zeros (e.g. bias-free projections of zero inputs) give finite gradients.
+    With `epsilon > 0` it is the smoothed `sign(x) (sqrt(|x| + ε) − sqrt(ε))`:
+    slope `1 / (2 sqrt(ε))` at 0, within `sqrt(ε)` of the exact root.
+
+    Args:
+        x: tensor.
+        epsilon: smoothing; 0 for the exact root.
+
+    Returns:
+        A tensor like `x`.
 
     Example:
 
-    >>> import numpy as np
-    >>> np.round(ops.convert_to_numpy(signed_sqrt(np.array([-4.0, 0.0, 9.0]))), 3)
-    array([-1.999,  0.   ,  2.999])
+    >>> np.round(ops.convert_to_numpy(signed_sqrt(np.array([-4.0, 0.0, 9.0]))), 6)
+    array([-2.,  0.,  3.])
+    >>> np.round(ops.convert_to_numpy(signed_sqrt(np.array([9.0]), epsilon=1e-2)), 3)
+    array([2.902])
     """
-    return x / (ops.sqrt(ops.abs(x) + epsilon) + math.sqrt(epsilon))
+    x = ops.convert_to_tensor(x)
+    if epsilon:
+        return x / (ops.sqrt(ops.abs(x) + epsilon) + math.sqrt(epsilon))
+    magnitude = ops.abs(x)
+    return x * ops.rsqrt(ops.where(magnitude > 0, magnitude, ops.ones_like(magnitude)))
 
 
 def l2_normalize(x, axis=-1):
-    """`x / ||x||` along `axis`; an all-zero vector stays zero (finite gradient)."""
+    """`x / ||x||` along `axis`; an all-zero vector stays zero (finite gradient).
+
+    The squared norm is floored at `keras.config.epsilon()²` and, for
+    float16/bfloat16 inputs, computed in float32 (a float16 sum of squares
+    overflows above 65504, and the floor would round to 0).
+
+    Example:
+
+    >>> np.round(ops.convert_to_numpy(l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))), 6)
+    array([[0.6, 0.8],
+           [0. , 0. ]])
+    """
+    x, dtype = _float32_if_half(ops.convert_to_tensor(x))
     squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
-    return x * ops.rsqrt(ops.maximum(squared, NORM_EPSILON))
+    floor = ops.cast(keras.config.epsilon() ** 2, x.dtype)
+    return ops.cast(x * ops.rsqrt(ops.maximum(squared, floor)), dtype)
 
 
-def power_l2(x, power_norm=True, l2_norm=True):
-    """The normalization of MCB, MFB, MFH and BLOCK: signed sqrt, then L2."""
+def power_l2(x, power_norm=True, l2_norm=True, epsilon=0.0):
+    """The normalization of MCB, MFB, MFH and BLOCK: signed sqrt, then L2
+    (in float32 for half-precision inputs)."""
+    x, dtype = _float32_if_half(x)
     if power_norm:
-        x = signed_sqrt(x)
+        x = signed_sqrt(x, epsilon)
     if l2_norm:
         x = l2_normalize(x)
-    return x
+    return ops.cast(x, dtype)
 
 
-def fill_absent(x, presence, i, fill=1.0):
-    """`x` where modality `i` is present, `fill` where it is absent."""
+def fill_absent(x, presence, i, fill):
+    """`x` where modality `i` is present, `fill` (broadcast) where it is absent."""
     if presence is None:
         return x
-    p = ops.reshape(presence[:, i], (-1,) + (1,) * (len(x.shape) - 1))
-    return p * x + (1.0 - p) * fill
+    present = presence[:, i] > 0
+    for _ in range(len(x.shape) - 1):
+        present = ops.expand_dims(present, -1)
+    return ops.where(present, x, ops.cast(fill, x.dtype))
 
 
 def elementwise_product(tensors):
@@ -75,75 +121,99 @@ def elementwise_product(tensors):
     return product
 
 
+def split_last(x, *sizes):
+    """Reshapes `(batch, Π sizes)` to `(batch, *sizes)` (the batch size taken
+    from `x`, so empty batches work)."""
+    return ops.reshape(x, (ops.shape(x)[0],) + tuple(sizes))
+
+
 def sum_pool(x, factor):
     """Sums consecutive groups of `factor` features: `(batch, k·o) -> (batch, o)`."""
-    return ops.sum(ops.reshape(x, (-1, x.shape[-1] // factor, factor)), axis=-1)
+    return ops.sum(split_last(x, x.shape[-1] // factor, factor), axis=-1)
+
+
+def chunk_sizes(size, chunks):
+    """BLOCK's split of `size` features into `chunks` chunks: `ceil(size /
+    chunks)` features each and the remainder in the last, or, where that
+    leaves the last chunk empty, one fewer in the last chunks (the split of
+    the authors' released implementation, so their weights map one to one).
+
+    Example:
+
+    >>> chunk_sizes(1600, 20)[:2], chunk_sizes(1600, 18)[-2:], chunk_sizes(9, 4)
+    ([80, 80], [89, 87], [3, 2, 2, 2])
+    """
+    if not 0 < chunks <= size:
+        raise ValueError(f"chunks must be in [1, {size}] to split {size} features; "
+                         f"received chunks={chunks}.")
+    largest = -(-size // chunks)
+    sizes = [largest] * chunks
+    sizes[-1] -= largest * chunks - size
+    if sizes[-1] <= 0:
+        short = largest * chunks - size
+        sizes = [largest] * (chunks - short) + [largest - 1] * short
+    return sizes
 
 
 class ProductFusion(FusionLayer):
-    """Shared parts of the layers here: per-modality projections whose absent
-    rows become ones, and an optional output projection. Not registered.
+    """Shared parts of the layers here: per-modality projections (zeroed
+    inputs for absent modalities, a fill value for their projections),
+    dropout sub-layers and the optional output projection. Not registered.
 
     Args:
         units: output size (see each subclass).
         use_bias: whether the projections and the output projection have biases.
-        kernel_initializer: initializer of all kernels.
+        epsilon: smoothing of the signed square root (0: exact, see `signed_sqrt`).
+        kernel_initializer: initializer of all kernels (a fresh copy per weight).
         modalities: see `FusionLayer`.
     """
 
-    def __init__(self, units, use_bias=True, kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(self, units, use_bias=True, epsilon=0.0, kernel_initializer="glorot_uniform",
+                 **kwargs):
         super().__init__(**kwargs)
         self.units = units
         self.use_bias = use_bias
+        self.epsilon = epsilon
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def make_dropout(self, rate, name):
+        """A `Dropout(rate)` sub-layer with the layer's dtype policy, or None for rate 0."""
+        return keras.layers.Dropout(rate, name=name, dtype=self.dtype_policy) if rate else None
+
+    @staticmethod
+    def apply(sublayer, x, training):
+        """`sublayer(x, training)`, or `x` if there is no sub-layer."""
+        return x if sublayer is None else sublayer(x, training=training)
+
+    def add_bias(self, name, size):
+        return self.add_weight(name=name, shape=(size,), initializer="zeros")
 
     def add_projections(self, shapes, size, tag=""):
         """One `(kernel, bias or None)` per modality, mapping `d_m -> size`."""
-        projections = []
-        for name, s in zip(self.modality_names, shapes):
-            kernel = self.add_weight(name=f"kernel{tag}_{name}", shape=(s[-1], size),
-                                     initializer=self.kernel_initializer)
-            bias = self.add_weight(
-                name=f"bias{tag}_{name}", shape=(size,), initializer="zeros"
-            ) if self.use_bias else None
-            projections.append((kernel, bias))
-        return projections
+        return [
+            (self.add_kernel(f"kernel{tag}_{name}", (s[-1], size)),
+             self.add_bias(f"bias{tag}_{name}", size) if self.use_bias else None)
+            for name, s in zip(self.modality_names, shapes)
+        ]
 
-    def project(self, inputs, projections, presence, activation=None):
-        """`act(x_m K_m + b_m)` per modality; ones for absent modalities."""
+    def project(self, inputs, projections, presence, activation=None, fill=1.0,
+                dropout=None, training=None):
+        """`dropout(act(x_m K_m + b_m))` per modality; `fill` for absent modalities
+        (whose inputs are zeroed first, so placeholders cannot reach gradients)."""
         outputs = []
-        for i, (x, (kernel, bias)) in enumerate(zip(inputs, projections)):
+        for i, (x, (kernel, bias)) in enumerate(zip(mask_inputs(inputs, presence),
+                                                     projections)):
             h = ops.matmul(x, kernel)
             if bias is not None:
                 h = h + bias
             if activation is not None:
                 h = activation(h)
-            outputs.append(fill_absent(h, presence, i))
+            outputs.append(fill_absent(self.apply(dropout, h, training), presence, i, fill))
         return outputs
 
-    def add_output(self, size):
-        """The output projection `size -> units` (kernel and, if `use_bias`, bias)."""
-        self.output_kernel = self.add_weight(
-            name="output_kernel", shape=(size, self.units), initializer=self.kernel_initializer
-        )
-        self.output_bias = self.add_weight(
-            name="output_bias", shape=(self.units,), initializer="zeros"
-        ) if self.use_bias else None
-
-    def project_output(self, z):
-        y = ops.matmul(z, self.output_kernel)
-        if self.output_bias is not None:
-            y = y + self.output_bias
-        return y
-
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            units=self.units,
-            use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-        )
-        return config
+        return constructor_config(self, super().get_config(),
+                                  ("units", "use_bias", "epsilon", "kernel_initializer"))
 
 
 @register("mcb")
@@ -155,17 +225,19 @@ class MCB(ProductFusion):
     `Ψ(x_m)[h_m(j)] += s_m(j) x_m[j]`, with fixed random indices
     `h_m(j) ∈ [0, d)` and signs `s_m(j) ∈ {−1, 1}`; the sketch of the outer
     product of all modalities is the circular convolution of their sketches,
-    computed as `irfft(Π_m rfft(Ψ(x_m)))`. Then signed sqrt and L2
-    normalization (`power_norm`, `l2_norm`, the paper's VQA model), and, if
-    `units` is set, a dense projection to `units` (the paper's next layer).
-    Takes N ≥ 2 vectors `(batch, d_m)`.
+    computed as `irfft(Π_m rfft(Ψ(x_m)))` (in float32 under half-precision
+    policies). Then signed sqrt and L2 normalization (`power_norm`,
+    `l2_norm`, the paper's VQA model), and, if `units` is set, a dense
+    projection to `units` (the paper's next layer). Takes N ≥ 2 vectors
+    `(batch, d_m)`.
 
-    `h_m`, `s_m` are drawn from `seed` at build time and stored as
+    `h_m`, `s_m` are drawn at build time from `seed` and stored as
     non-trainable weights (`sketch_index_<modality>`, `sketch_sign_<modality>`),
-    so a saved model keeps them. The sketch is a segment sum, not a matmul
-    with the dense `(d_m, d)` sketch matrix: about as fast for small inputs,
-    1.5-2x faster for `d_m = 128` and 28-48x for `d_m = 2048` at `d = 16000`
-    (`benchmarks/bench_tensor_bilinear.py`, CPU).
+    so a saved model keeps them. With `seed=None` each layer draws its own
+    seed when created (like an unseeded initializer: different for every
+    layer, reproducible under `keras.utils.set_random_seed`) and keeps it in
+    its config. The sketch is a segment sum, not a matmul with the dense
+    `(d_m, d)` sketch matrix (much faster for large `d_m`).
 
     Missing modalities: an absent modality's sketch is replaced by the unit
     impulse `[1, 0, ..., 0]` (spectrum all ones), the identity of circular
@@ -178,8 +250,9 @@ class MCB(ProductFusion):
         sketch_size: `d`, the paper's default 16000.
         power_norm: apply the signed square root (`signed_sqrt`).
         l2_norm: apply L2 normalization.
-        seed: integer seed of the sketch hashes.
+        seed: integer seed of the sketch hashes, or None (drawn per layer).
         use_bias: whether the projection has a bias.
+        epsilon: smoothing of the signed square root (0: exact).
         kernel_initializer: initializer of the projection kernel.
         modalities: see `FusionLayer`.
 
@@ -193,7 +266,6 @@ class MCB(ProductFusion):
 
     Example:
 
-    >>> import numpy as np
     >>> layer = MCB(sketch_size=64, l2_norm=False, power_norm=False)
     >>> x = np.zeros((1, 3)); x[0, 1] = 2.0
     >>> y = np.zeros((1, 5)); y[0, 4] = 3.0
@@ -203,13 +275,15 @@ class MCB(ProductFusion):
     """
 
     def __init__(self, units=None, sketch_size=16000, power_norm=True, l2_norm=True,
-                 seed=0, use_bias=True, kernel_initializer="glorot_uniform", **kwargs):
-        super().__init__(units, use_bias=use_bias, kernel_initializer=kernel_initializer,
-                         **kwargs)
+                 seed=None, use_bias=True, epsilon=0.0, kernel_initializer="glorot_uniform",
+                 **kwargs):
+        super().__init__(units, use_bias=use_bias, epsilon=epsilon,
+                         kernel_initializer=kernel_initializer, **kwargs)
         self.sketch_size = sketch_size
         self.power_norm = power_norm
         self.l2_norm = l2_norm
-        self.seed = seed
+        # Python's generator, as Keras draws an unseeded initializer's seed.
+        self.seed = random.randint(1, 10 ** 9) if seed is None else seed
 
     def build_fusion(self, shapes):
         rng = np.random.default_rng(self.seed)
@@ -218,60 +292,103 @@ class MCB(ProductFusion):
             index = self.add_weight(name=f"sketch_index_{name}", shape=(s[-1],),
                                     dtype="int32", initializer="zeros", trainable=False)
             sign = self.add_weight(name=f"sketch_sign_{name}", shape=(s[-1],),
-                                   initializer="ones", trainable=False)
+                                   dtype="float32", initializer="ones", trainable=False)
             index.assign(rng.integers(0, self.sketch_size, size=s[-1]).astype("int32"))
-            sign.assign(rng.choice([-1.0, 1.0], size=s[-1]).astype(sign.dtype))
+            sign.assign(rng.choice([-1.0, 1.0], size=s[-1]).astype("float32"))
             self.sketches.append((index, sign))
-        if self.units is not None:
-            self.add_output(self.sketch_size)
+        self.build_output_projection(self.sketch_size, use_bias=self.use_bias)
 
     def count_sketch(self, x, index, sign):
         """`(batch, d_m) -> (batch, sketch_size)`: a segment sum of the signed features."""
-        summed = ops.segment_sum(ops.transpose(x * sign), index, num_segments=self.sketch_size)
+        summed = ops.segment_sum(ops.transpose(x * ops.cast(sign, x.dtype)), index,
+                                 num_segments=self.sketch_size)
         return ops.transpose(summed)
 
     def fuse(self, inputs, presence, training=None):
-        impulse = ops.one_hot(0, self.sketch_size, dtype=inputs[0].dtype)
+        impulse = ops.one_hot(0, self.sketch_size, dtype="float32")
         real = imag = None
-        for i, (x, (index, sign)) in enumerate(zip(inputs, self.sketches)):
-            sketch = fill_absent(self.count_sketch(x, index, sign), presence, i, impulse)
-            re, im = ops.rfft(sketch)
+        for i, (x, (index, sign)) in enumerate(zip(mask_inputs(inputs, presence),
+                                                    self.sketches)):
+            sketch = self.count_sketch(ops.cast(x, "float32"), index, sign)
+            re, im = ops.rfft(fill_absent(sketch, presence, i, impulse))
             if real is None:
                 real, imag = re, im
             else:
                 real, imag = real * re - imag * im, real * im + imag * re
         z = power_l2(ops.irfft((real, imag), fft_length=self.sketch_size),
-                     self.power_norm, self.l2_norm)
-        return (z if self.units is None else self.project_output(z)), {}
+                     self.power_norm, self.l2_norm, self.epsilon)
+        return self.project_output(ops.cast(z, self.compute_dtype)), {}
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            sketch_size=self.sketch_size,
-            power_norm=self.power_norm,
-            l2_norm=self.l2_norm,
-            seed=self.seed,
-        )
-        return config
+        return constructor_config(self, super().get_config(),
+                                  ("sketch_size", "power_norm", "l2_norm", "seed"))
+
+
+class DropoutFusion(ProductFusion):
+    """A `ProductFusion` with the three dropouts and the `normalize` option of
+    the authors' released code (MLB, Tucker, MUTAN, BLOCK). Not registered.
+
+    Args:
+        projection_dropout: dropout on each modality's projection (their
+            `dropout_input`).
+        fusion_dropout: dropout on the fused vector before the output
+            projection (their `dropout_pre_lin`).
+        output_dropout: dropout on the output (their `dropout_output`).
+        normalize: signed sqrt + L2 normalization of the fused vector before
+            the output projection (their `normalize`).
+        units, use_bias, epsilon, kernel_initializer, modalities: see `ProductFusion`.
+    """
+
+    def __init__(self, units, projection_dropout=0.0, fusion_dropout=0.0, output_dropout=0.0,
+                 normalize=False, **kwargs):
+        super().__init__(units, **kwargs)
+        self.projection_dropout = projection_dropout
+        self.fusion_dropout = fusion_dropout
+        self.output_dropout = output_dropout
+        self.normalize = normalize
+        self.dropouts = [self.make_dropout(rate, name) for rate, name in (
+            (projection_dropout, "projection_dropout"), (fusion_dropout, "fusion_dropout"),
+            (output_dropout, "output_dropout"))]
+
+    def project_inputs(self, inputs, presence, activation, fill, training):
+        return self.project(inputs, self.projections, presence, activation, fill,
+                            self.dropouts[0], training)
+
+    def finish(self, z, training):
+        """Normalization, fusion dropout, output projection, output dropout."""
+        if self.normalize:
+            z = power_l2(z, epsilon=self.epsilon)
+        z = self.project_output(self.apply(self.dropouts[1], z, training))
+        return self.apply(self.dropouts[2], z, training)
+
+    def get_config(self):
+        return constructor_config(self, super().get_config(), (
+            "projection_dropout", "fusion_dropout", "output_dropout", "normalize"))
 
 
 @register("mlb")
-class MLB(ProductFusion):
+class MLB(DropoutFusion):
     """Multimodal Low-rank Bilinear pooling (Kim, On, Lim, Kim, Ha, Zhang, 2017).
 
     `y = (Π_m tanh(x_m U_m + b_m)) P + b`: each modality projected to a
     `rank`-dimensional joint space, tanh, Hadamard product across all
     modalities, output projection `P`. Takes N ≥ 2 vectors `(batch, d_m)`
     (the paper has two). Parameters: `rank · (Σ_m d_m + units)` (+ biases).
+    Defaults follow the paper (tanh, no normalization, no dropout); the
+    authors' later fusion library defaults to ReLU projections, which
+    `activation="relu"` gives.
 
     Missing modalities: an absent modality's `tanh(x_m U_m + b_m)` is replaced
-    by ones (see the module docstring).
+    by ones, the identity of the Hadamard product.
 
     Args:
         units: output size.
         rank: size of the joint (Hadamard) space; the paper's VQA model uses 1200.
         activation: activation of the projections, the paper's tanh.
+        projection_dropout, fusion_dropout, output_dropout, normalize: see
+            below and `DropoutFusion` (defaults: off, as in the paper).
         use_bias: whether projections and output have biases.
+        epsilon: smoothing of the signed square root used by `normalize`.
         kernel_initializer: initializer of all kernels.
         modalities: see `FusionLayer`.
 
@@ -279,37 +396,33 @@ class MLB(ProductFusion):
         inputs: list or dict of `(batch, d_m)` tensors.
         presence: optional `(batch, N)` 0/1 mask.
         return_weights: if True, also returns an empty dict (no learned weighting).
+        training: whether dropout is active.
 
     Returns:
         `(batch, units)`.
 
     Example:
 
-    >>> import numpy as np
     >>> layer = MLB(units=4, rank=16)
     >>> tuple(layer([np.ones((2, 3)), np.ones((2, 5)), np.ones((2, 2))]).shape)
     (2, 4)
     """
 
-    def __init__(self, units, rank=1200, activation="tanh", use_bias=True,
-                 kernel_initializer="glorot_uniform", **kwargs):
-        super().__init__(units, use_bias=use_bias, kernel_initializer=kernel_initializer,
-                         **kwargs)
+    def __init__(self, units, rank=1200, activation="tanh", **kwargs):
+        super().__init__(units, **kwargs)
         self.rank = rank
         self.activation = keras.activations.get(activation)
 
     def build_fusion(self, shapes):
         self.projections = self.add_projections(shapes, self.rank)
-        self.add_output(self.rank)
+        self.build_output_projection(self.rank, use_bias=self.use_bias)
 
     def fuse(self, inputs, presence, training=None):
-        factors = self.project(inputs, self.projections, presence, self.activation)
-        return self.project_output(elementwise_product(factors)), {}
+        factors = self.project_inputs(inputs, presence, self.activation, 1.0, training)
+        return self.finish(elementwise_product(factors), training), {}
 
     def get_config(self):
-        config = super().get_config()
-        config.update(rank=self.rank, activation=keras.activations.serialize(self.activation))
-        return config
+        return constructor_config(self, super().get_config(), ("rank", "activation"))
 
 
 @register("mfb")
@@ -324,6 +437,12 @@ class MFB(ProductFusion):
     `k · o · Σ_m (d_m + 1)`. Defaults are the paper's: `k = 5`, `o = 1000`,
     dropout 0.1.
 
+    Dropout under TensorFlow with `jit_compile=True` on CPU: Keras `Dropout`
+    draws its mask with a stateless random generator that XLA compiles to a
+    slow CPU kernel (measured ~78x a non-XLA dropout, which made MFB 4.4x
+    slower in `fit` under XLA). Inference is unaffected; for XLA training on
+    CPU, `dropout=0` avoids it.
+
     Missing modalities: an absent modality's projection is replaced by ones
     (see the module docstring).
 
@@ -334,6 +453,7 @@ class MFB(ProductFusion):
         power_norm: apply the signed square root (`signed_sqrt`).
         l2_norm: apply L2 normalization.
         use_bias: whether the projections have biases.
+        epsilon: smoothing of the signed square root (0: exact).
         kernel_initializer: initializer of the projections.
         modalities: see `FusionLayer`.
 
@@ -348,7 +468,6 @@ class MFB(ProductFusion):
 
     Example:
 
-    >>> import numpy as np
     >>> layer = MFB(units=4, factor=3)
     >>> out = ops.convert_to_numpy(layer([np.ones((2, 3)), np.ones((2, 5))]))
     >>> out.shape, np.round(np.linalg.norm(out, axis=-1), 4)
@@ -356,29 +475,29 @@ class MFB(ProductFusion):
     """
 
     def __init__(self, units=1000, factor=5, dropout=0.1, power_norm=True, l2_norm=True,
-                 use_bias=True, kernel_initializer="glorot_uniform", **kwargs):
-        super().__init__(units, use_bias=use_bias, kernel_initializer=kernel_initializer,
-                         **kwargs)
+                 use_bias=True, epsilon=0.0, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(units, use_bias=use_bias, epsilon=epsilon,
+                         kernel_initializer=kernel_initializer, **kwargs)
         self.factor = factor
         self.dropout = dropout
         self.power_norm = power_norm
         self.l2_norm = l2_norm
-        self.dropout_layer = keras.layers.Dropout(dropout)
+        self.dropout_layer = self.make_dropout(dropout, "dropout")
 
     def build_fusion(self, shapes):
         self.projections = self.add_projections(shapes, self.factor * self.units)
 
+    def pool(self, product):
+        return power_l2(sum_pool(product, self.factor), self.power_norm, self.l2_norm,
+                        self.epsilon)
+
     def fuse(self, inputs, presence, training=None):
         product = elementwise_product(self.project(inputs, self.projections, presence))
-        product = self.dropout_layer(product, training=training)
-        z = power_l2(sum_pool(product, self.factor), self.power_norm, self.l2_norm)
-        return z, {}
+        return self.pool(self.apply(self.dropout_layer, product, training)), {}
 
     def get_config(self):
-        config = super().get_config()
-        config.update(factor=self.factor, dropout=self.dropout,
-                      power_norm=self.power_norm, l2_norm=self.l2_norm)
-        return config
+        return constructor_config(self, super().get_config(),
+                                  ("factor", "dropout", "power_norm", "l2_norm"))
 
 
 @register("mfh")
@@ -388,10 +507,13 @@ class MFH(MFB):
     `order = p` cascaded MFB blocks, each with its own projections: block i's
     expanded product is `e_i = dropout(Π_m (x_m U_m^(i) + b_m^(i)) ∘ e_{i−1})`
     (`e_0 = 1`), so block i multiplies i projections of each modality (a
-    polynomial of degree i in each); `z_i = L2(signed_sqrt(SumPool(e_i, k)))`, and the output is the
-    concatenation `[z_1; ...; z_p]`, of size **`p · units`**. Takes N ≥ 2
-    vectors `(batch, d_m)`. Defaults follow the paper: `p = 2`, `k = 5`,
-    `o = 1000`, dropout 0.1.
+    polynomial of degree i in each); `z_i = L2(signed_sqrt(SumPool(e_i, k)))`,
+    and the output is the concatenation `[z_1; ...; z_p]`, of size
+    **`p · units`**. Takes N ≥ 2 vectors `(batch, d_m)`. Defaults follow the
+    paper: `p = 2`, `k = 5`, `o = 1000`, dropout 0.1 (see `MFB` on dropout
+    under XLA). Under `mixed_float16` the block-`p` product of `2p`
+    projections (for two modalities) must stay below float16's 65504;
+    `mixed_bfloat16` has float32's range.
 
     Missing modalities: an absent modality's projection in every block is
     replaced by ones (see the module docstring).
@@ -399,8 +521,8 @@ class MFH(MFB):
     Args:
         units: `o`, the output size of each block.
         order: `p`, the number of cascaded blocks.
-        factor, dropout, power_norm, l2_norm, use_bias, kernel_initializer,
-        modalities: as in `MFB`.
+        factor, dropout, power_norm, l2_norm, use_bias, epsilon,
+        kernel_initializer, modalities: as in `MFB`.
 
     Call arguments:
         inputs: list or dict of `(batch, d_m)` tensors.
@@ -413,7 +535,6 @@ class MFH(MFB):
 
     Example:
 
-    >>> import numpy as np
     >>> layer = MFH(units=4, order=3, factor=2)
     >>> tuple(layer([np.ones((2, 3)), np.ones((2, 5))]).shape)
     (2, 12)
@@ -430,39 +551,47 @@ class MFH(MFB):
         ]
 
     def fuse(self, inputs, presence, training=None):
-        expanded, outputs = 1.0, []
+        expanded, outputs = None, []
         for projections in self.blocks:
-            expanded = expanded * elementwise_product(self.project(inputs, projections, presence))
-            expanded = self.dropout_layer(expanded, training=training)
-            outputs.append(power_l2(sum_pool(expanded, self.factor), self.power_norm,
-                                    self.l2_norm))
+            product = elementwise_product(self.project(inputs, projections, presence))
+            expanded = product if expanded is None else expanded * product
+            expanded = self.apply(self.dropout_layer, expanded, training)
+            outputs.append(self.pool(expanded))
         return ops.concatenate(outputs, axis=-1), {}
 
     def get_config(self):
-        config = super().get_config()
-        config.update(order=self.order)
-        return config
+        return constructor_config(self, super().get_config(), ("order",))
 
 
-class BimodalFusion(ProductFusion):
+class BimodalFusion(DropoutFusion):
     """Base of the two-modality Tucker-family layers (Tucker, MUTAN, BLOCK).
 
     Args:
         units: output size.
         hidden_size: size of each modality's projection (`t_q = t_v`).
-        use_bias, kernel_initializer, modalities: see `ProductFusion`.
+        activation: activation of the projections.
+        merge_bias: whether the merge (core) maps have biases, as in the
+            authors' released code; the papers' equations have none.
+        projection_dropout, fusion_dropout, output_dropout, normalize,
+        use_bias, epsilon, kernel_initializer, modalities: see `DropoutFusion`.
     """
 
     min_modalities = max_modalities = 2
 
-    def __init__(self, units, hidden_size, **kwargs):
+    def __init__(self, units, hidden_size, activation=None, merge_bias=False, **kwargs):
         super().__init__(units, **kwargs)
         self.hidden_size = hidden_size
+        self.activation = keras.activations.get(activation)
+        self.merge_bias = merge_bias
+
+    def project_hidden(self, inputs, presence, training):
+        """Both modalities' hidden vectors; an absent one is `1 / sqrt(hidden_size)`."""
+        return self.project_inputs(inputs, presence, self.activation,
+                                   1.0 / math.sqrt(self.hidden_size), training)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(hidden_size=self.hidden_size)
-        return config
+        return constructor_config(self, super().get_config(),
+                                  ("hidden_size", "activation", "merge_bias"))
 
 
 @register("tucker")
@@ -471,32 +600,40 @@ class Tucker(BimodalFusion):
 
     The bilinear map `y = T ×_1 x_1 ×_2 x_2` with `T` Tucker-decomposed:
     `x̃_m = tanh(x_m W_m + b_m)` (size `hidden_size`),
-    `z[k] = Σ_ij T_c[i, j, k] x̃_1[i] x̃_2[j]` with an unconstrained core
-    `T_c` of shape `(hidden_size, hidden_size, core_size)`, and
-    `y = z W_o + b_o`. Takes exactly 2 vectors `(batch, d_m)`. Parameters:
+    `z[k] = Σ_ij T_c[i, j, k] x̃_1[i] x̃_2[j]` (+ `b_c[k]` if `merge_bias`)
+    with an unconstrained core `T_c` of shape
+    `(hidden_size, hidden_size, core_size)`, and `y = z W_o + b_o`. Takes
+    exactly 2 vectors `(batch, d_m)`. Parameters:
     `hidden_size · (d_1 + d_2) + hidden_size² · core_size + core_size · units`
     (+ biases); the defaults (64, 64) keep the core at 262k entries.
+    Defaults follow the paper (tanh projections, no merge bias); the authors'
+    released fusion code uses linear projections (`activation=None`), a core
+    bias (`merge_bias=True`) and `core_size = hidden_size`.
 
-    Missing modalities: an absent modality's `x̃_m` is replaced by ones, i.e.
-    the core is summed over that modality's mode (see the module docstring).
+    Missing modalities: an absent modality's `x̃_m` is `1 / sqrt(hidden_size)`
+    (unit norm), i.e. the core averaged over that modality's mode (see the
+    module docstring).
 
     Args:
         units: output size.
-        hidden_size: `t_1 = t_2`, size of the tanh projections.
+        hidden_size: `t_1 = t_2`, size of the projections.
         core_size: `t_o`, the core's output size.
-        use_bias, kernel_initializer, modalities: see `ProductFusion`.
+        activation: activation of the projections (the paper's tanh).
+        merge_bias, projection_dropout, fusion_dropout, output_dropout,
+        normalize, use_bias, epsilon, kernel_initializer, modalities: see
+        `BimodalFusion` and `DropoutFusion`.
 
     Call arguments:
         inputs: list or dict of two `(batch, d_m)` tensors.
         presence: optional `(batch, 2)` 0/1 mask.
         return_weights: if True, also returns an empty dict (no learned weighting).
+        training: whether dropout is active.
 
     Returns:
         `(batch, units)`.
 
     Example:
 
-    >>> import numpy as np
     >>> layer = Tucker(units=4, hidden_size=6, core_size=5)
     >>> tuple(layer([np.ones((2, 3)), np.ones((2, 7))]).shape)
     (2, 4)
@@ -504,27 +641,25 @@ class Tucker(BimodalFusion):
     (6, 6, 5)
     """
 
-    def __init__(self, units, hidden_size=64, core_size=64, **kwargs):
-        super().__init__(units, hidden_size, **kwargs)
+    def __init__(self, units, hidden_size=64, core_size=64, activation="tanh", **kwargs):
+        super().__init__(units, hidden_size, activation=activation, **kwargs)
         self.core_size = core_size
 
     def build_fusion(self, shapes):
         self.projections = self.add_projections(shapes, self.hidden_size)
-        self.core = self.add_weight(
-            name="core", shape=(self.hidden_size, self.hidden_size, self.core_size),
-            initializer=self.kernel_initializer,
-        )
-        self.add_output(self.core_size)
+        self.core = self.add_kernel("core", (self.hidden_size, self.hidden_size, self.core_size))
+        self.core_bias = self.add_bias("core_bias", self.core_size) if self.merge_bias else None
+        self.build_output_projection(self.core_size, use_bias=self.use_bias)
 
     def fuse(self, inputs, presence, training=None):
-        q, v = self.project(inputs, self.projections, presence, ops.tanh)
+        q, v = self.project_hidden(inputs, presence, training)
         z = ops.einsum("bj,bjk->bk", v, ops.einsum("bi,ijk->bjk", q, self.core))
-        return self.project_output(z), {}
+        if self.core_bias is not None:
+            z = z + self.core_bias
+        return self.finish(z, training), {}
 
     def get_config(self):
-        config = super().get_config()
-        config.update(core_size=self.core_size)
-        return config
+        return constructor_config(self, super().get_config(), ("core_size",))
 
 
 @register("mutan")
@@ -535,31 +670,37 @@ class MUTAN(Tucker):
     As `Tucker`, but each core slice `T_c[:, :, k]` has rank ≤ `rank = R`:
     `z = Σ_{r=1}^{R} (x̃_1 M_r) ∘ (x̃_2 N_r)` with `M_r, N_r` of shape
     `(hidden_size, core_size)`, i.e. `T_c[i, j, k] = Σ_r M_r[i, k] N_r[j, k]`;
-    then `y = z W_o + b_o`. Takes exactly 2 vectors `(batch, d_m)`.
-    Parameters: `hidden_size · (d_1 + d_2) + 2 R · hidden_size · core_size +
-    core_size · units` (+ biases). The defaults (`hidden_size=310`,
-    `core_size=510`, `rank=10`) are VQA-scale sizes; the paper tunes them.
+    then `y = z W_o + b_o`. With `merge_bias`, `x̃_1 M_r + a_r` and
+    `x̃_2 N_r + c_r` (the authors' released code). Takes exactly 2 vectors
+    `(batch, d_m)`. Parameters: `hidden_size · (d_1 + d_2) +
+    2 R · hidden_size · core_size + core_size · units` (+ biases). The
+    defaults (`hidden_size=310`, `core_size=510`, `rank=10`, tanh
+    projections, no merge bias) are VQA-scale sizes from the paper's
+    equations; the authors' fusion code has linear projections
+    (`activation=None`), merge biases and `core_size = hidden_size`.
 
-    Missing modalities: as `Tucker` (the absent `x̃_m` becomes ones).
+    Missing modalities: as `Tucker` (the absent `x̃_m` is `1 / sqrt(hidden_size)`).
 
     Args:
         units: output size.
-        hidden_size: `t_1 = t_2`, size of the tanh projections.
+        hidden_size: `t_1 = t_2`, size of the projections.
         core_size: `t_o`, size of `z`.
         rank: `R`, the rank of each core slice.
-        use_bias, kernel_initializer, modalities: see `ProductFusion`.
+        activation, merge_bias, projection_dropout, fusion_dropout,
+        output_dropout, normalize, use_bias, epsilon, kernel_initializer,
+        modalities: see `Tucker`.
 
     Call arguments:
         inputs: list or dict of two `(batch, d_m)` tensors.
         presence: optional `(batch, 2)` 0/1 mask.
         return_weights: if True, also returns an empty dict (no learned weighting).
+        training: whether dropout is active.
 
     Returns:
         `(batch, units)`.
 
     Example:
 
-    >>> import numpy as np
     >>> layer = MUTAN(units=4, hidden_size=6, core_size=5, rank=3)
     >>> tuple(layer([np.ones((2, 3)), np.ones((2, 7))]).shape)
     (2, 4)
@@ -571,24 +712,25 @@ class MUTAN(Tucker):
 
     def build_fusion(self, shapes):
         self.projections = self.add_projections(shapes, self.hidden_size)
-        self.core_factors = [
-            self.add_weight(name=f"core_factor_{name}",
-                            shape=(self.hidden_size, self.rank * self.core_size),
-                            initializer=self.kernel_initializer)
+        size = self.rank * self.core_size
+        self.merges = [
+            (self.add_kernel(f"core_factor_{name}", (self.hidden_size, size)),
+             self.add_bias(f"core_factor_bias_{name}", size) if self.merge_bias else None)
             for name in self.modality_names
         ]
-        self.add_output(self.core_size)
+        self.build_output_projection(self.core_size, use_bias=self.use_bias)
 
     def fuse(self, inputs, presence, training=None):
-        hidden = self.project(inputs, self.projections, presence, ops.tanh)
-        q, v = [ops.reshape(ops.matmul(h, kernel), (-1, self.rank, self.core_size))
-                for h, kernel in zip(hidden, self.core_factors)]
-        return self.project_output(ops.sum(q * v, axis=1)), {}
+        factors = []
+        for h, (kernel, bias) in zip(self.project_hidden(inputs, presence, training),
+                                     self.merges):
+            f = ops.matmul(h, kernel)
+            factors.append(f if bias is None else f + bias)
+        z = ops.sum(split_last(factors[0] * factors[1], self.rank, self.core_size), axis=1)
+        return self.finish(z, training), {}
 
     def get_config(self):
-        config = super().get_config()
-        config.update(rank=self.rank)
-        return config
+        return constructor_config(self, super().get_config(), ("rank",))
 
 
 POS_NORMS = ("before_cat", "after_cat")
@@ -600,87 +742,122 @@ class BLOCK(BimodalFusion):
 
     The bilinear tensor is a sum of `chunks` Tucker blocks (a block-term
     decomposition). Each modality is projected linearly to `hidden_size`
-    features, `x̃_m = x_m W_m + b_m`, split into `chunks` chunks of size
-    `L = hidden_size / chunks`; chunk c's core has mode-3 slices of rank
-    ≤ `rank = R`: `z_c = Σ_r (x̃_1,c M_{c,r}) ∘ (x̃_2,c N_{c,r})`. Each `z_c`
-    gets signed sqrt + L2 normalization before concatenation
+    features, `x̃_m = x_m W_m + b_m`, split into `chunks` chunks
+    (`chunk_sizes`: equal sizes `L_c` when `chunks` divides `hidden_size`,
+    else the authors' uneven split); chunk c's core has mode-3 slices of rank
+    ≤ `rank = R`: `z_c = Σ_r (x̃_1,c M_{c,r}) ∘ (x̃_2,c N_{c,r})` (with
+    `merge_bias`, each factor gets a bias, as in the authors' code). Each
+    `z_c` gets signed sqrt + L2 normalization before concatenation
     (`pos_norm="before_cat"`, the paper's default) or the concatenation gets
     it as a whole (`"after_cat"`); then `y = [z_1; ...; z_C] W_o + b_o`.
     Takes exactly 2 vectors `(batch, d_m)`. Parameters:
-    `hidden_size · (d_1 + d_2) + 2 R · hidden_size · L + hidden_size · units`
+    `hidden_size · (d_1 + d_2) + 2 R · Σ_c L_c² + hidden_size · units`
     (+ biases). Defaults (`hidden_size=1600, chunks=20, rank=15`) are those of
-    the authors' released implementation.
+    the authors' released implementation; their VQA model uses `chunks=18`.
 
-    Missing modalities: an absent modality's `x̃_m` is replaced by ones (see
-    the module docstring).
+    Missing modalities: an absent modality's `x̃_m` is `1 / sqrt(hidden_size)`
+    (see the module docstring).
 
     Args:
         units: output size.
-        hidden_size: size of the projections; a multiple of `chunks`.
+        hidden_size: size of the projections.
         chunks: number of blocks `C`.
         rank: `R`, the rank of each block's core slices.
         pos_norm: `"before_cat"` or `"after_cat"`.
-        use_bias, kernel_initializer, modalities: see `ProductFusion`.
+        activation: activation of the projections (linear, as in the paper).
+        merge_bias, projection_dropout, fusion_dropout, output_dropout,
+        use_bias, epsilon, kernel_initializer, modalities: see
+        `BimodalFusion` and `DropoutFusion`.
+        normalize: must be False (BLOCK always normalizes, see `pos_norm`).
 
     Call arguments:
         inputs: list or dict of two `(batch, d_m)` tensors.
         presence: optional `(batch, 2)` 0/1 mask.
         return_weights: if True, also returns an empty dict (no learned weighting).
+        training: whether dropout is active.
 
     Returns:
         `(batch, units)`.
 
     Example:
 
-    >>> import numpy as np
     >>> layer = BLOCK(units=4, hidden_size=12, chunks=3, rank=2)
     >>> tuple(layer([np.ones((2, 3)), np.ones((2, 7))]).shape)
     (2, 4)
+    >>> [tuple(k.shape) for k, _ in layer.merges[0]]  # (chunks, L, R·L) per group
+    [(3, 4, 8)]
+    >>> BLOCK(units=4, hidden_size=1600, chunks=18).sizes[-2:]
+    [89, 87]
     """
 
     def __init__(self, units, hidden_size=1600, chunks=20, rank=15, pos_norm="before_cat",
-                 **kwargs):
-        super().__init__(units, hidden_size, **kwargs)
+                 activation=None, normalize=False, **kwargs):
+        super().__init__(units, hidden_size, activation=activation, **kwargs)
+        if normalize:
+            raise ValueError("BLOCK: normalize must be False; BLOCK always normalizes "
+                             "(signed sqrt + L2, placed by pos_norm).")
         if pos_norm not in POS_NORMS:
             raise ValueError(f"BLOCK: pos_norm must be one of {POS_NORMS}; received '{pos_norm}'.")
-        if hidden_size % chunks:
-            raise ValueError(
-                f"BLOCK: hidden_size ({hidden_size}) must be a multiple of chunks ({chunks})."
-            )
+        try:
+            self.sizes = chunk_sizes(hidden_size, chunks)
+        except ValueError as error:
+            raise ValueError(f"BLOCK: {error}") from None
         self.chunks = chunks
         self.rank = rank
         self.pos_norm = pos_norm
 
+    @property
+    def groups(self):
+        """`[(count, size)]`: runs of equal-size chunks, each computed as one batch."""
+        groups = []
+        for size in self.sizes:
+            if groups and groups[-1][1] == size:
+                groups[-1][0] += 1
+            else:
+                groups.append([1, size])
+        return [tuple(g) for g in groups]
+
     def build_fusion(self, shapes):
-        size = self.hidden_size // self.chunks
         self.projections = self.add_projections(shapes, self.hidden_size)
-        self.block_factors = [
-            self.add_weight(name=f"block_kernel_{name}",
-                            shape=(self.chunks, size, self.rank * size),
-                            initializer=self.kernel_initializer)
-            for name in self.modality_names
-        ]
-        self.add_output(self.hidden_size)
+        self.merges = []
+        for name in self.modality_names:
+            merges = []
+            for g, (count, size) in enumerate(self.groups):
+                tag = "" if g == 0 else f"_{g}"
+                kernel = self.add_kernel(f"block_kernel{tag}_{name}",
+                                         (count, size, self.rank * size))
+                bias = self.add_weight(name=f"block_bias{tag}_{name}",
+                                       shape=(count, self.rank * size),
+                                       initializer="zeros") if self.merge_bias else None
+                merges.append((kernel, bias))
+            self.merges.append(merges)
+        self.build_output_projection(self.hidden_size, use_bias=self.use_bias)
+
+    def _chunk_factors(self, h, merges):
+        """Per group: `(batch, count, rank, size)` factors of one modality."""
+        factors, start = [], 0
+        for (count, size), (kernel, bias) in zip(self.groups, merges):
+            part = split_last(h[:, start:start + count * size], count, size)
+            f = ops.einsum("bcl,clk->bck", part, kernel)
+            if bias is not None:
+                f = f + bias
+            factors.append(ops.reshape(f, (ops.shape(f)[0], count, self.rank, size)))
+            start += count * size
+        return factors
 
     def fuse(self, inputs, presence, training=None):
-        size = self.hidden_size // self.chunks
-        hidden = self.project(inputs, self.projections, presence)
-        q, v = [
-            ops.reshape(
-                ops.einsum("bcl,clk->bck", ops.reshape(h, (-1, self.chunks, size)), kernel),
-                (-1, self.chunks, self.rank, size),
-            )
-            for h, kernel in zip(hidden, self.block_factors)
-        ]
-        z = ops.sum(q * v, axis=2)  # (batch, chunks, size)
-        if self.pos_norm == "before_cat":
-            z = power_l2(z)
-        z = ops.reshape(z, (-1, self.hidden_size))
+        q, v = [self._chunk_factors(h, merges) for h, merges in
+                zip(self.project_hidden(inputs, presence, training), self.merges)]
+        parts = []
+        for (count, size), fq, fv in zip(self.groups, q, v):
+            z = ops.sum(fq * fv, axis=2)  # (batch, count, size)
+            if self.pos_norm == "before_cat":
+                z = power_l2(z, epsilon=self.epsilon)
+            parts.append(ops.reshape(z, (ops.shape(z)[0], count * size)))
+        z = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
         if self.pos_norm == "after_cat":
-            z = power_l2(z)
-        return self.project_output(z), {}
+            z = power_l2(z, epsilon=self.epsilon)
+        return self.finish(z, training), {}
 
     def get_config(self):
-        config = super().get_config()
-        config.update(chunks=self.chunks, rank=self.rank, pos_norm=self.pos_norm)
-        return config
+        return constructor_config(self, super().get_config(), ("chunks", "rank", "pos_norm"))

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from mmfusion.fusion.base import FusionLayer, mask_inputs
+from mmfusion.fusion.base import FusionLayer, constructor_config, mask_inputs
 from mmfusion.fusion.registry import register
 
 __all__ = ["LMF", "TFN"]
@@ -11,7 +11,7 @@ __all__ = ["LMF", "TFN"]
 
 def append_one(x):
     """`[x; 1]`: appends a constant 1 to each row of a `(batch, d)` tensor."""
-    return ops.pad(x, [[0, 0], [0, 1]], constant_values=1.0)
+    return ops.concatenate([x, ops.ones_like(x[:, :1])], axis=-1)
 
 
 @register("tfn")
@@ -70,9 +70,7 @@ class TFN(FusionLayer):
         size = 1
         for s in shapes:
             size *= s[-1] + 1
-        self.kernel = self.add_weight(
-            name="kernel", shape=(size, self.units), initializer=self.kernel_initializer
-        )
+        self.kernel = self.add_kernel("kernel", (size, self.units))
         self.bias = self.add_weight(
             name="bias", shape=(self.units,), initializer="zeros"
         ) if self.use_bias else None
@@ -83,21 +81,15 @@ class TFN(FusionLayer):
         for z in factors[1:]:
             # Row-major flattening: index (j_1, ..., j_N) like numpy's reshape.
             tensor = ops.expand_dims(tensor, 2) * ops.expand_dims(z, 1)
-            tensor = ops.reshape(tensor, (-1, tensor.shape[1] * tensor.shape[2]))
+            tensor = ops.reshape(tensor, (ops.shape(tensor)[0], tensor.shape[1] * tensor.shape[2]))
         y = ops.matmul(tensor, self.kernel)
         if self.use_bias:
             y = y + self.bias
         return self.activation(y), {}
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            units=self.units,
-            activation=keras.activations.serialize(self.activation),
-            use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-        )
-        return config
+        return constructor_config(self, super().get_config(),
+                                  ("units", "activation", "use_bias", "kernel_initializer"))
 
 
 @register("lmf")
@@ -146,8 +138,8 @@ class LMF(FusionLayer):
     >>> layer = LMF(units=4, rank=2)
     >>> tuple(layer([np.ones((2, 3)), np.ones((2, 5))]).shape)
     (2, 4)
-    >>> [tuple(w.shape) for w in layer.factors]  # (rank, d_m + 1, units)
-    [(2, 4, 4), (2, 6, 4)]
+    >>> [tuple(w.shape) for w in layer.factors]  # (d_m + 1, rank · units)
+    [(4, 8), (6, 8)]
     """
 
     def __init__(self, units, rank=4, use_rank_weights=True, use_bias=True,
@@ -161,8 +153,7 @@ class LMF(FusionLayer):
 
     def build_fusion(self, shapes):
         self.factors = [
-            self.add_weight(name=f"factor_{name}", shape=(self.rank, s[-1] + 1, self.units),
-                            initializer=self.kernel_initializer)
+            self.add_kernel(f"factor_{name}", (s[-1] + 1, self.rank * self.units))
             for name, s in zip(self.modality_names, shapes)
         ]
         self.rank_weights = self.add_weight(
@@ -175,22 +166,16 @@ class LMF(FusionLayer):
     def fuse(self, inputs, presence, training=None):
         product = None
         for x, factor in zip(mask_inputs(inputs, presence), self.factors):
-            term = ops.einsum("bd,rdu->bru", append_one(x), factor)
+            term = ops.matmul(append_one(x), factor)  # (batch, rank · units)
             product = term if product is None else product * term
+        product = ops.reshape(product, (ops.shape(product)[0], self.rank, self.units))
         if self.use_rank_weights:
-            product = product * ops.reshape(self.rank_weights, (1, -1, 1))
+            product = product * ops.expand_dims(self.rank_weights, -1)
         y = ops.sum(product, axis=1)
         if self.use_bias:
             y = y + self.bias
         return y, {}
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            units=self.units,
-            rank=self.rank,
-            use_rank_weights=self.use_rank_weights,
-            use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-        )
-        return config
+        return constructor_config(self, super().get_config(), (
+            "units", "rank", "use_rank_weights", "use_bias", "kernel_initializer"))

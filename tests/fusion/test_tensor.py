@@ -43,6 +43,16 @@ def _lmf_numpy(xs, factors, rank_weights, bias, presence):
     return np.einsum("bru,r->bu", product, rank_weights) + bias
 
 
+def _by_rank(factor, rank):
+    """A stored `(d + 1, rank · units)` factor as `(rank, d + 1, units)`."""
+    return factor.reshape(factor.shape[0], rank, -1).transpose(1, 0, 2)
+
+
+def _stored(factor):
+    """`(rank, d + 1, units)` as the stored `(d + 1, rank · units)` layout."""
+    return factor.transpose(1, 0, 2).reshape(factor.shape[1], -1)
+
+
 def _lmf_as_tfn_kernel(factors, rank_weights):
     """`W[j_1, ..., j_N, u] = Σ_i λ_i Π_m W_m^(i)[j_m, u]`, flattened like TFN's kernel."""
     letters = "abcdefgh"[:len(factors)]
@@ -85,7 +95,7 @@ def test_lmf_matches_numpy(sizes):
     layer.rank_weights.assign([0.5, -1.0, 2.0])
     layer.bias.assign(np.linspace(-1, 1, 6))
     w = weights_by_name(layer)
-    factors = [w[f"factor_modality_{m}"] for m in range(len(sizes))]
+    factors = [_by_rank(w[f"factor_modality_{m}"], 3) for m in range(len(sizes))]
     for p in (np.ones_like(presence), presence):
         expected = _lmf_numpy(xs, factors, w["rank_weights"], w["bias"], p)
         np.testing.assert_allclose(layer(xs, presence=p), expected, rtol=1e-5, atol=1e-5)
@@ -101,7 +111,7 @@ def test_tfn_built_from_lmf_factors_equals_lmf(sizes):
     w = weights_by_name(lmf)
     tfn = TFN(units=4)
     tfn(xs)
-    factors = [w[f"factor_modality_{m}"] for m in range(len(sizes))]
+    factors = [_by_rank(w[f"factor_modality_{m}"], 3) for m in range(len(sizes))]
     tfn.kernel.assign(_lmf_as_tfn_kernel(factors, w["rank_weights"]))
     tfn.bias.assign(w["bias"])
     for p in (None, presence):
@@ -132,11 +142,54 @@ def test_full_rank_lmf_expresses_any_tfn(sizes):
     lmf = LMF(units=units, rank=len(indices), use_rank_weights=False)
     lmf(xs)
     for variable, value in zip(lmf.factors, factors):
-        variable.assign(value)
+        variable.assign(_stored(value))
     lmf.bias.assign(w["bias"])
     for p in (None, presence):
         np.testing.assert_allclose(lmf(xs, presence=p), tfn(xs, presence=p),
                                    rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [TFN, LMF])
+def test_no_two_weights_start_equal(cls):
+    layer = cls(units=4)
+    layer(random_inputs((5, 5)))
+    values = [keras.ops.convert_to_numpy(w) for w in layer.trainable_weights]
+    values = [v for v in values if np.std(v) > 0]  # constant initializers (bias, λ) aside
+    assert len(values) >= 1 + (cls is LMF)
+    for i, a in enumerate(values):
+        for b in values[i + 1:]:
+            assert a.shape != b.shape or not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("cls", [TFN, LMF])
+def test_empty_batch_and_nan_placeholders(cls):
+    layer = cls(units=4)
+    empty = layer([np.zeros((0, 3), "float32"), np.zeros((0, 5), "float32")],
+                  presence=np.zeros((0, 2), "float32"))
+    assert tuple(empty.shape) == (0, 4)
+    xs = random_inputs((3, 5))
+    presence = PRESENCE[:, :2]
+    holes = [np.where(presence[:, m:m + 1] > 0, x, np.nan).astype("float32")
+             for m, x in enumerate(xs)]
+    zeros = [np.nan_to_num(x) for x in holes]
+    np.testing.assert_array_equal(layer(holes, presence=presence), layer(zeros, presence=presence))
+
+
+@pytest.mark.parametrize("policy", ["float64", "mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("cls", [TFN, LMF])
+def test_dtype_policies(cls, policy):
+    xs = random_inputs(SIZES)
+    reference, layer = cls(units=4), cls(units=4, dtype=policy)
+    reference(xs), layer(xs)
+    for a, b in zip(reference.weights, layer.weights):
+        b.assign(keras.ops.convert_to_numpy(a))
+    y = layer(xs, presence=PRESENCE)
+    compute = keras.DTypePolicy(policy).compute_dtype
+    assert keras.backend.standardize_dtype(y.dtype) == compute
+    expected = keras.ops.convert_to_numpy(reference(xs, presence=PRESENCE))
+    tolerance = {"float64": 1e-5, "mixed_float16": 2e-2, "mixed_bfloat16": 1e-1}[policy]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.cast(y, "float32")),
+                               expected, atol=tolerance * np.abs(expected).max())
 
 
 FACTORIES = {
