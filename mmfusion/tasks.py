@@ -8,7 +8,7 @@ untrained branch models for those splits.
 
     >>> import mmfusion.tasks as tasks
     >>> tasks.available()
-    ['av_digits', 'av_text_digits', 'synthetic']
+    ['av_digits', 'av_text_digits', 'easy_vqa', 'synthetic']
 
 A new task is one `register(Task(...))` call, in this module or in your own
 code (see `Task`).
@@ -209,7 +209,7 @@ def get(name):
     >>> get("gmu")
     Traceback (most recent call last):
     ...
-    ValueError: Unknown task 'gmu'; available: av_digits, av_text_digits, synthetic.
+    ValueError: Unknown task 'gmu'; available: av_digits, av_text_digits, easy_vqa, synthetic.
     """
     if name not in _REGISTRY:
         raise ValueError(f"Unknown task '{name}'; available: {', '.join(available())}.")
@@ -285,6 +285,48 @@ def _by_degraded(test, predicted):
     return {"test_accuracy_by_degraded": {k: float(np.mean(v)) for k, v in sorted(groups.items())}}
 
 
+QUESTION_LENGTH = 10
+
+
+def _load_easy_vqa(data_dir=None, seed=0, image_size=32, max_questions=0):
+    from mmfusion.datasets.easy_vqa import load_easy_vqa
+
+    return tuple(load_easy_vqa(split, data_dir=data_dir, image_size=image_size,
+                               max_questions=max_questions, seed=seed)
+                 for split in ("train", "test"))
+
+
+def _easy_vqa_branches(data, width=1):
+    from mmfusion.branches import image_cnn, text_lstm
+
+    images = data.splits["train"][0]["image"]
+    return {
+        "image": image_cnn(images.shape[1:], filters=(16 * width, 32 * width, 32 * width),
+                           embedding_dim=64, name="image"),
+        "question": text_lstm(data.preprocessors["question"].vocabulary_size(),
+                              sequence_length=QUESTION_LENGTH, embedding_dim=32,
+                              units=(32 * width,), name="question"),
+    }
+
+
+def _question_vectorizer(inputs):
+    from mmfusion.branches import text_vectorizer
+
+    return {"question": text_vectorizer(inputs["question"], sequence_length=QUESTION_LENGTH)}
+
+
+def _by_answer_kind(test, predicted):
+    """Test accuracy on yes/no, shape and colour questions."""
+    from mmfusion.datasets.easy_vqa import ANSWERS
+
+    kinds = {"yes/no": ("yes", "no"), "shape": ("circle", "rectangle", "triangle")}
+    kind = np.array([next((k for k, a in kinds.items() if ANSWERS[label] in a), "colour")
+                     for label in test.labels])
+    correct = predicted == test.labels
+    return {"test_accuracy_by_answer_kind": {k: float(np.mean(correct[kind == k]))
+                                             for k in ("yes/no", "shape", "colour")}}
+
+
 _AV_DEFAULTS = {"fusion": "concat", "epochs": 8, "head_dropout": 0.2}
 _P_DEGRADE = {"p_degrade": (0.5, "probability that each modality of an example is degraded")}
 
@@ -305,3 +347,10 @@ register(Task(
     modalities=("image", "audio", "text"), options=_P_DEGRADE, defaults=_AV_DEFAULTS,
     preprocess=_text_vectorizer, breakdown=_by_degraded,
     description="digit images, spoken digits and short texts naming the digit"))
+register(Task(
+    "easy_vqa", _load_easy_vqa, _easy_vqa_branches, num_outputs=13,
+    modalities=("image", "question"), defaults={"fusion": "concat", "epochs": 3},
+    options={"image_size": (32, "images are resized to this size (64: the originals)"),
+             "max_questions": (0, "random questions kept per split (0: all)")},
+    preprocess=_question_vectorizer, breakdown=_by_answer_kind,
+    description="easy-VQA: questions about generated shape images, 13 answers"))

@@ -119,8 +119,8 @@ def load_easy_vqa(split="train", data_dir=None, image_size=32, max_questions=Non
         data_dir: see `easy_vqa_folder`.
         image_size: images are resized to `image_size × image_size`
             (64 keeps the originals).
-        max_questions: keep a random subset of this many questions (None:
-            all); the subset is drawn with `seed`.
+        max_questions: keep a random subset of this many questions (None or
+            0: all); the subset is drawn with `seed`.
         seed: seed of the subset.
 
     Returns:
@@ -150,7 +150,7 @@ def load_easy_vqa(split="train", data_dir=None, image_size=32, max_questions=Non
     folder = os.path.join(easy_vqa_folder(data_dir), split)
     with open(os.path.join(folder, "questions.json")) as file:
         rows = json.load(file)
-    if max_questions is not None and max_questions < len(rows):
+    if max_questions and max_questions < len(rows):
         keep = np.sort(np.random.default_rng(seed).permutation(len(rows))[:max_questions])
         rows = [rows[i] for i in keep]
     unknown = sorted({answer for _, answer, _ in rows} - set(ANSWERS))
