@@ -2,7 +2,8 @@
 
 import keras
 
-from mmfusion.branches.common import VECTOR_TAP, conv_blocks, vector_tap
+from mmfusion.branches.common import (VECTOR_TAP, PresenceBatchNormalization, conv_blocks,
+                                     presence_input, vector_tap)
 
 __all__ = ["audio_cnn"]
 
@@ -12,7 +13,7 @@ MIN_POWER = 1e-6
 
 def audio_cnn(num_samples=6000, sampling_rate=8000, frame_length=256, frame_step=192,
               num_mel_bins=32, filters=(16, 32, 32), kernel_size=3, pool_size=2,
-              pooling="flatten", embedding_dim=None, dropout=0.0, name="audio"):
+              pooling="flatten", embedding_dim=None, dropout=0.0, presence=False, name="audio"):
     """A log-mel convolutional audio branch whose intermediate outputs are named taps.
 
     The input is a batch of raw mono waveforms of a fixed length
@@ -48,10 +49,15 @@ def audio_cnn(num_samples=6000, sampling_rate=8000, frame_length=256, frame_step
         pooling: how the last block becomes a vector: `"flatten"`, `"avg"` or `"max"`.
         embedding_dim: optional size of a dense embedding on top.
         dropout: dropout rate before the embedding (0: none).
+        presence: if True, the branch also takes the modality's presence, a
+            `(batch, 1)` 0/1 input named `{name}_presence` (the inputs are
+            then a dict), and every BatchNormalization's statistics exclude
+            absent rows (see `mmfusion.branches.image_cnn`).
         name: name of the input (the modality); the model is `{name}_branch`.
 
     Returns:
-        A functional `keras.Model` from `(batch, num_samples)` waveforms to the dict of taps.
+        A functional `keras.Model` from `(batch, num_samples)` waveforms (and
+        presence) to the dict of taps.
 
     Example:
 
@@ -68,9 +74,14 @@ def audio_cnn(num_samples=6000, sampling_rate=8000, frame_length=256, frame_step
         min_power=MIN_POWER, top_db=1000.0, name=f"{name}_mel_db",
     )(inputs)
     x = keras.layers.Reshape((*mel.shape[1:], 1), name=f"{name}_add_channel")(mel)
-    x = keras.layers.BatchNormalization(axis=1, name=f"{name}_db_norm")(x)
+    present = presence_input(name) if presence else None
+    if present is None:
+        x = keras.layers.BatchNormalization(axis=1, name=f"{name}_db_norm")(x)
+    else:
+        x = PresenceBatchNormalization(axis=1, name=f"{name}_db_norm")(x, presence=present)
     taps = {"log_mel": x}
-    x, blocks = conv_blocks(x, filters, kernel_size, pool_size, prefix=name)
+    x, blocks = conv_blocks(x, filters, kernel_size, pool_size, prefix=name, presence=present)
     taps.update(blocks)
     taps[VECTOR_TAP] = vector_tap(x, pooling, embedding_dim, dropout, prefix=name)
-    return keras.Model(inputs, taps, name=f"{name}_branch")
+    model_inputs = {name: inputs, present.name: present} if presence else inputs
+    return keras.Model(model_inputs, taps, name=f"{name}_branch")

@@ -1,15 +1,78 @@
 """Building blocks shared by the branches and the model composer."""
 
 import keras
+from keras import ops
 
-__all__ = ["VECTOR_TAP", "conv_blocks", "dense_stack", "to_vector"]
+__all__ = ["VECTOR_TAP", "PresenceBatchNormalization", "conv_blocks", "dense_stack",
+           "presence_input", "to_vector"]
 
 # Name of the tap every branch ends with: its final `(batch, d)` vector.
 VECTOR_TAP = "vector"
 POOLINGS = ("flatten", "avg", "max")
 
 
-def conv_blocks(x, filters, kernel_size, pool_size, prefix):
+@keras.saving.register_keras_serializable(package="mmfusion")
+class PresenceBatchNormalization(keras.layers.BatchNormalization):
+    """`BatchNormalization` whose training statistics exclude absent rows.
+
+    In training, the batch mean and variance (and so the moving averages)
+    are computed over the rows whose `presence` is 1 only: the placeholders
+    of absent rows (zeros, or anything else) do not change the present rows'
+    outputs. Absent rows are normalized with the same statistics. A batch
+    without any present row leaves the moving averages as they were. At
+    inference it is a plain `BatchNormalization`.
+
+    Args:
+        **kwargs: the arguments of `keras.layers.BatchNormalization`.
+
+    Call arguments:
+        inputs: a tensor `(batch, ...)`.
+        presence: optional `(batch,)` or `(batch, 1)` 0/1 (None: every row).
+        training: Python boolean, training mode.
+        mask: optional Keras mask, combined with `presence`.
+
+    Returns:
+        The normalized tensor, shaped like `inputs`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> bn = PresenceBatchNormalization(momentum=0.0)
+    >>> x = np.array([[1.0], [3.0], [100.0]], "float32")
+    >>> y = bn(x, presence=np.array([1.0, 1.0, 0.0]), training=True)
+    >>> np.round(keras.ops.convert_to_numpy(y[:2, 0]), 2).tolist()  # mean 2, var 1
+    [-1.0, 1.0]
+    >>> np.round(keras.ops.convert_to_numpy(bn.moving_mean), 2).tolist()
+    [2.0]
+    """
+
+    def call(self, inputs, presence=None, training=None, mask=None):
+        if presence is None or not training:
+            return super().call(inputs, training=training, mask=mask)
+        rows = ops.reshape(ops.cast(presence, "float32") > 0.5, (-1,) + (1,) * (len(inputs.shape) - 2))
+        rows = ops.broadcast_to(rows, ops.shape(inputs)[:-1])
+        mask = rows if mask is None else ops.logical_and(rows, ops.cast(mask, "bool"))
+        moving = [ops.copy(self.moving_mean.value), ops.copy(self.moving_variance.value)]
+        outputs = super().call(inputs, training=training, mask=mask)
+        any_present = ops.any(rows)
+        self.moving_mean.assign(ops.where(any_present, self.moving_mean.value, moving[0]))
+        self.moving_variance.assign(ops.where(any_present, self.moving_variance.value, moving[1]))
+        return outputs
+
+
+def presence_input(name):
+    """The `(batch, 1)` presence input of a branch built with `presence=True`,
+    named `{name}_presence`.
+
+    Example:
+
+    >>> presence_input("image").name
+    'image_presence'
+    """
+    return keras.Input(shape=(1,), name=f"{name}_presence")
+
+
+def conv_blocks(x, filters, kernel_size, pool_size, prefix, presence=None):
     """Stacks conv blocks `Conv2D -> BatchNormalization -> ReLU -> MaxPooling2D`.
 
     Args:
@@ -18,6 +81,8 @@ def conv_blocks(x, filters, kernel_size, pool_size, prefix):
         kernel_size: convolution kernel size.
         pool_size: max-pooling size (1 for no pooling).
         prefix: layer-name prefix; block `i` is named `{prefix}_block_{i}_*`.
+        presence: optional `(batch, 1)` presence tensor; then the blocks use
+            `PresenceBatchNormalization` (statistics over present rows).
 
     Returns:
         `(x, taps)`: the last block's output and a dict `block_i -> output`.
@@ -34,7 +99,10 @@ def conv_blocks(x, filters, kernel_size, pool_size, prefix):
         name = f"{prefix}_block_{i}"
         x = keras.layers.Conv2D(n, kernel_size, padding="same", use_bias=False,
                                 name=f"{name}_conv")(x)
-        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        if presence is None:
+            x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        else:
+            x = PresenceBatchNormalization(name=f"{name}_bn")(x, presence=presence)
         x = keras.layers.ReLU(name=f"{name}_relu")(x)
         if pool_size > 1:
             x = keras.layers.MaxPooling2D(pool_size, padding="same", name=f"{name}_pool")(x)

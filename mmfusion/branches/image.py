@@ -2,13 +2,13 @@
 
 import keras
 
-from mmfusion.branches.common import VECTOR_TAP, conv_blocks, vector_tap
+from mmfusion.branches.common import VECTOR_TAP, conv_blocks, presence_input, vector_tap
 
 __all__ = ["image_cnn"]
 
 
 def image_cnn(input_shape=(16, 16, 1), filters=(16, 32), kernel_size=3, pool_size=2,
-              pooling="flatten", embedding_dim=None, dropout=0.0, name="image"):
+              pooling="flatten", embedding_dim=None, dropout=0.0, presence=False, name="image"):
     """A convolutional image branch whose intermediate outputs are named taps.
 
     Blocks of `Conv2D -> BatchNormalization -> ReLU -> MaxPooling2D`, one per
@@ -30,11 +30,16 @@ def image_cnn(input_shape=(16, 16, 1), filters=(16, 32), kernel_size=3, pool_siz
             or `"max"`.
         embedding_dim: optional size of a dense embedding on top.
         dropout: dropout rate before the embedding (0: none).
+        presence: if True, the branch also takes the modality's presence,
+            a `(batch, 1)` 0/1 input named `{name}_presence` (the model's
+            inputs are then a dict), and its BatchNormalization statistics
+            exclude absent rows (`PresenceBatchNormalization`): absent rows'
+            placeholders do not change present rows' training outputs.
         name: name of the input (the modality); the model is `{name}_branch`
             and its layers are prefixed with `name`.
 
     Returns:
-        A functional `keras.Model` from images to the dict of taps.
+        A functional `keras.Model` from images (and presence) to the dict of taps.
 
     Example:
 
@@ -45,6 +50,8 @@ def image_cnn(input_shape=(16, 16, 1), filters=(16, 32), kernel_size=3, pool_siz
     {'block_1': (2, 4, 4, 4), 'block_2': (2, 2, 2, 8), 'vector': (2, 32)}
     """
     inputs = keras.Input(shape=tuple(input_shape), name=name)
-    x, taps = conv_blocks(inputs, filters, kernel_size, pool_size, prefix=name)
+    present = presence_input(name) if presence else None
+    x, taps = conv_blocks(inputs, filters, kernel_size, pool_size, prefix=name, presence=present)
     taps[VECTOR_TAP] = vector_tap(x, pooling, embedding_dim, dropout, prefix=name)
-    return keras.Model(inputs, taps, name=f"{name}_branch")
+    model_inputs = {name: inputs, present.name: present} if presence else inputs
+    return keras.Model(model_inputs, taps, name=f"{name}_branch")
