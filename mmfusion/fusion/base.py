@@ -150,8 +150,10 @@ def softmax_over_valid(logits, mask, axis=-1):
     """
     logits = ops.convert_to_tensor(logits)
     valid = ops.broadcast_to(_valid(mask), ops.shape(logits))
-    logits = ops.where(valid, logits, large_negative(logits.dtype))
-    e = ops.exp(logits - ops.max(logits, axis=axis, keepdims=True))
+    low = large_negative(logits.dtype)
+    logits = ops.where(valid, logits, low)
+    # `initial`: TensorFlow's eager max refuses empty tensors (batch size 0).
+    e = ops.exp(logits - ops.max(logits, axis=axis, keepdims=True, initial=low))
     e = ops.where(valid, e, ops.zeros_like(e))
     total = ops.sum(e, axis=axis, keepdims=True)
     return e / ops.maximum(total, _floor(total))
