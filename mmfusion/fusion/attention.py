@@ -10,6 +10,7 @@ from mmfusion.fusion.base import (
     SequenceFusionLayer,
     constructor_config,
     dense,
+    fresh_initializer,
     mask_inputs,
     masked_mean,
     masked_softmax,
@@ -22,6 +23,20 @@ __all__ = [
     "StackedAttention",
 ]
 
+class _MultiHeadAttention(keras.layers.MultiHeadAttention):
+    """`keras.layers.MultiHeadAttention` whose projections (query, key,
+    value, output) each get their own initializer. Keras clones one
+    initializer config per projection, so a seeded initializer would give
+    equal query, key and value kernels."""
+
+    def _get_common_kwargs_for_sublayer(self):
+        kwargs = super()._get_common_kwargs_for_sublayer()
+        self._projections_made = getattr(self, "_projections_made", 0) + 1
+        kwargs["kernel_initializer"] = fresh_initializer(
+            self._kernel_initializer, f"projection_{self._projections_made}")
+        return kwargs
+
+
 class AttentionBlock(keras.layers.Layer):
     """Post-norm transformer block used by the sequence layers (not exported):
     `z = LN(q + MHA(q, kv))`, then `z = LN(z + FFN(z))` if `feed_forward`.
@@ -29,6 +44,8 @@ class AttentionBlock(keras.layers.Layer):
     The attention has no biases (a key bias cancels in the softmax). Keys
     outside `value_mask` get no weight; a query whose keys are all masked
     attends to nothing (zero attended vector, all-zero attention row).
+    The owner passes its dtype policy and a fresh initializer; every
+    sublayer gets the policy and its own copy of the initializer.
     """
 
     def __init__(self, units, num_heads, key_dim, feed_forward, dropout,
@@ -37,11 +54,12 @@ class AttentionBlock(keras.layers.Layer):
         self.units = units
         self.feed_forward = feed_forward
         self.kernel_initializer = kernel_initializer
-        self.attention = keras.layers.MultiHeadAttention(
+        self.attention = _MultiHeadAttention(
             num_heads, key_dim, dropout=dropout, use_bias=False,
-            kernel_initializer=kernel_initializer, name="attention",
+            kernel_initializer=fresh_initializer(kernel_initializer, "attention"),
+            name="attention", dtype=self.dtype_policy,
         )
-        self.norm = keras.layers.LayerNormalization(name="norm")
+        self.norm = keras.layers.LayerNormalization(name="norm", dtype=self.dtype_policy)
 
     def build(self, query_shape, value_shape):
         self.attention.build(query_shape, value_shape)
@@ -50,21 +68,37 @@ class AttentionBlock(keras.layers.Layer):
             self.hidden = dense(4 * self.units, "ff_hidden", self, query_shape, "relu")
             self.ff_out = dense(self.units, "ff_output", self,
                                 query_shape[:-1] + (4 * self.units,))
-            self.ff_norm = keras.layers.LayerNormalization(name="ff_norm")
+            self.ff_norm = keras.layers.LayerNormalization(name="ff_norm",
+                                                           dtype=self.dtype_policy)
             self.ff_norm.build(query_shape)
         self.built = True
 
     def call(self, query, value, query_mask, value_mask, training=None):
-        mask = ops.expand_dims(query_mask, 2) * ops.expand_dims(value_mask, 1)
+        mask = ops.logical_and(ops.expand_dims(query_mask > 0, 2),
+                               ops.expand_dims(value_mask > 0, 1))
         attended, scores = self.attention(
-            query, value, attention_mask=mask > 0, return_attention_scores=True,
+            query, value, attention_mask=mask, return_attention_scores=True,
             training=training,
         )
-        has_key = ops.max(value_mask, axis=1)[:, None, None]
-        z = self.norm(query + attended * has_key)
+        has_key = ops.any(value_mask > 0, axis=1)[:, None, None]
+        z = self.norm(query + ops.where(has_key, attended, ops.zeros_like(attended)))
         if self.feed_forward:
             z = self.ff_norm(z + self.ff_out(self.hidden(z)))
-        return z, scores * ops.expand_dims(mask, 1)
+        return z, ops.where(ops.expand_dims(mask, 1), scores, ops.zeros_like(scores))
+
+
+def attention_block(layer, name, query_shape, value_shape, num_heads, key_dim=None,
+                    feed_forward=True, dropout=0.0):
+    """A built `AttentionBlock` sub-layer of `layer` (size `layer.units`;
+    `key_dim` default `max(units // num_heads, 1)`) with `layer`'s dtype
+    policy and a fresh copy of its kernel initializer."""
+    block = AttentionBlock(
+        layer.units, num_heads, key_dim or max(layer.units // num_heads, 1), feed_forward,
+        dropout, fresh_initializer(layer.kernel_initializer, name), name=name,
+        dtype=layer.dtype_policy,
+    )
+    block.build(query_shape, value_shape)
+    return block
 
 
 @register("attention_pooling")
@@ -117,8 +151,7 @@ class AttentionPooling(FusionLayer):
             dense(self.units, f"projection_{name}", self, shape, "tanh", self.use_bias)
             for name, shape in zip(self.modality_names, shapes)
         ]
-        self.query = self.add_weight(name="query", shape=(self.units,),
-                                     initializer=self.kernel_initializer)
+        self.query = self.add_kernel("query", (self.units,))
 
     def fuse(self, inputs, presence, training=None):
         inputs = mask_inputs(inputs, presence)
@@ -201,28 +234,23 @@ class CrossModalAttention(SequenceFusionLayer):
             for name, shape in zip(names, shapes)
         ]
         self.pairs = [(i, j) for i in range(len(shapes)) for j in range(len(shapes)) if i != j]
-        self.blocks = []
-        for i, j in self.pairs:
-            block = AttentionBlock(
-                self.units, self.num_heads, self.key_dim or max(self.units // self.num_heads, 1),
-                self.feed_forward, self.dropout, self.kernel_initializer,
-                name=f"{names[i]}_attends_{names[j]}",
-            )
-            block.build(shapes[i][:2] + (self.units,), shapes[j][:2] + (self.units,))
-            self.blocks.append(block)
-        self.output_projection = dense(
-            self.units, "output_projection", self, (None, len(self.pairs) * self.units)
-        )
+        self.blocks = [
+            attention_block(self, f"{names[i]}_attends_{names[j]}",
+                            shapes[i][:2] + (self.units,), shapes[j][:2] + (self.units,),
+                            self.num_heads, self.key_dim, self.feed_forward, self.dropout)
+            for i, j in self.pairs
+        ]
+        self.build_output_projection(len(self.pairs) * self.units)
 
     def fuse(self, inputs, presence, training=None, element_mask=None):
         masks = self.timestep_masks(inputs, presence, element_mask)
-        hidden = [p(x) for p, x in zip(self.projections, inputs)]
+        hidden = [p(x) for p, x in zip(self.projections, self.zero_masked(inputs, masks))]
         pooled, weights = [], {}
         for (i, j), block in zip(self.pairs, self.blocks):
             z, scores = block(hidden[i], hidden[j], masks[i], masks[j], training=training)
             pooled.append(masked_mean(z, masks[i]))
             weights[block.name] = scores
-        return self.output_projection(ops.concatenate(pooled, axis=-1)), weights
+        return self.project_output(ops.concatenate(pooled, axis=-1)), weights
 
     def get_config(self):
         return constructor_config(self, super().get_config(),
@@ -248,9 +276,6 @@ class BimodalAttention(SequenceFusionLayer):
     @property
     def hidden_units(self):
         return self.attention_units or self.units
-
-    def kernel(self, name, shape):
-        return self.add_weight(name=name, shape=shape, initializer=self.kernel_initializer)
 
     def get_config(self):
         return constructor_config(self, super().get_config(),
@@ -308,17 +333,17 @@ class CoAttention(BimodalAttention):
             dense(d, f"projection_{name}", self, shape)
             for name, shape in zip(self.modality_names, shapes)
         ]
-        self.affinity_kernel = self.kernel("affinity_kernel", (d, d))
-        self.query_kernel = self.kernel("query_kernel", (d, k))
-        self.key_kernel = self.kernel("key_kernel", (d, k))
-        self.query_score = self.kernel("query_score", (k,))
-        self.key_score = self.kernel("key_score", (k,))
+        self.affinity_kernel = self.add_kernel("affinity_kernel", (d, d))
+        self.query_kernel = self.add_kernel("query_kernel", (d, k))
+        self.key_kernel = self.add_kernel("key_kernel", (d, k))
+        self.query_score = self.add_kernel("query_score", (k,))
+        self.key_score = self.add_kernel("key_score", (k,))
         self.output_dense = dense(d, "output", self, (None, d), "tanh")
 
     def fuse(self, inputs, presence, training=None, element_mask=None):
         masks = self.timestep_masks(inputs, presence, element_mask)
-        q, v = [p(x) * ops.expand_dims(m, -1)
-                for p, x, m in zip(self.projections, inputs, masks)]
+        q, v = self.zero_masked([p(x) for p, x in zip(self.projections,
+                                                     self.zero_masked(inputs, masks))], masks)
         affinity = ops.tanh(ops.matmul(ops.matmul(q, self.affinity_kernel),
                                        ops.transpose(v, (0, 2, 1))))
         qw, vw = ops.matmul(q, self.query_kernel), ops.matmul(v, self.key_kernel)
@@ -389,19 +414,20 @@ class StackedAttention(BimodalAttention):
         d, k = self.units, self.hidden_units
         self.question = dense(d, "question", self, (None, shapes[0][-1]), "tanh")
         self.regions = dense(d, "regions", self, shapes[1], "tanh")
-        self.region_kernels = [self.kernel(f"region_kernel_{h}", (d, k)) for h in range(self.hops)]
-        self.query_kernels = [self.kernel(f"query_kernel_{h}", (d, k)) for h in range(self.hops)]
+        self.region_kernels = [self.add_kernel(f"region_kernel_{h}", (d, k)) for h in range(self.hops)]
+        self.query_kernels = [self.add_kernel(f"query_kernel_{h}", (d, k)) for h in range(self.hops)]
         self.query_biases = [
             self.add_weight(name=f"query_bias_{h}", shape=(k,), initializer="zeros")
             for h in range(self.hops)
         ]
-        self.scores = [self.kernel(f"score_{h}", (k,)) for h in range(self.hops)]
+        self.scores = [self.add_kernel(f"score_{h}", (k,)) for h in range(self.hops)]
 
     def fuse(self, inputs, presence, training=None, element_mask=None):
         masks = self.timestep_masks(inputs, presence, element_mask)
-        has_question = ops.max(masks[0], axis=1, keepdims=True)
-        u = self.question(masked_mean(inputs[0], masks[0])) * has_question
-        v = self.regions(inputs[1])
+        has_question = ops.any(masks[0] > 0, axis=1, keepdims=True)
+        u = self.question(masked_mean(inputs[0], masks[0]))
+        u = ops.where(has_question, u, ops.zeros_like(u))
+        v = self.regions(self.zero_masked(inputs[1:], masks[1:])[0])
         maps = []
         for h in range(self.hops):
             query = ops.matmul(u, self.query_kernels[h]) + self.query_biases[h]
@@ -475,7 +501,7 @@ class BilinearAttention(BimodalAttention):
         self.question = dense(d, "question", self, shapes[0])
         self.attention_x = dense(k, "attention_x", self, x_shape, "relu")
         self.attention_y = dense(k, "attention_y", self, y_shape, "relu")
-        self.glimpse_vectors = self.kernel("glimpse_vectors", (self.glimpses, k))
+        self.glimpse_vectors = self.add_kernel("glimpse_vectors", (self.glimpses, k))
         self.joint_x = [dense(k, f"joint_x_{g}", self, x_shape, "relu")
                         for g in range(self.glimpses)]
         self.joint_y = [dense(k, f"joint_y_{g}", self, y_shape, "relu")
@@ -485,16 +511,17 @@ class BilinearAttention(BimodalAttention):
 
     def fuse(self, inputs, presence, training=None, element_mask=None):
         masks = self.timestep_masks(inputs, presence, element_mask)
+        inputs = self.zero_masked(inputs, masks)
         x, y = self.question(inputs[0]), inputs[1]
         logits = ops.einsum("bik,gk,bjk->bgij", self.attention_x(x), self.glimpse_vectors,
                             self.attention_y(y))
-        pair_mask = ops.expand_dims(masks[0], 2) * ops.expand_dims(masks[1], 1)
-        maps = softmax_over_valid(logits, ops.expand_dims(pair_mask, 1), axis=(2, 3))
+        pairs = ops.logical_and(ops.expand_dims(masks[0] > 0, 2), ops.expand_dims(masks[1] > 0, 1))
+        maps = softmax_over_valid(logits, ops.expand_dims(pairs, 1), axis=(2, 3))
         for g in range(self.glimpses):
             joint = ops.einsum("bik,bij,bjk->bk", self.joint_x[g](x), maps[:, g],
                                self.joint_y[g](y))
             x = x + ops.expand_dims(self.joint_out[g](joint), 1)
-        output = ops.sum(x * ops.expand_dims(masks[0], -1), axis=1)
+        output = ops.sum(self.zero_masked([x], masks[:1])[0], axis=1)
         return output, {"bilinear_attention": maps}
 
     def get_config(self):

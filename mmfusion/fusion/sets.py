@@ -3,8 +3,14 @@
 import keras
 from keras import ops
 
-from mmfusion.fusion.attention import AttentionBlock
-from mmfusion.fusion.base import SequenceFusionLayer, constructor_config, dense, large_negative
+from mmfusion.fusion.attention import attention_block
+from mmfusion.fusion.base import (
+    SequenceFusionLayer,
+    constructor_config,
+    dense,
+    large_negative,
+    masked_mean,
+)
 from mmfusion.fusion.registry import register
 
 __all__ = ["MultimodalSets"]
@@ -85,40 +91,37 @@ class MultimodalSets(SequenceFusionLayer):
             dense(self.units, f"embedding_{name}", self, shape, self.activation)
             for name, shape in zip(self.modality_names, shapes)
         ]
-        self.modality_embeddings = self.add_weight(
-            name="modality_embeddings", shape=(len(shapes), self.units),
-            initializer=self.kernel_initializer,
-        )
+        self.modality_embeddings = self.add_kernel("modality_embeddings",
+                                                   (len(shapes), self.units))
         if self.pooling == "transformer":
-            self.cls_token = self.add_weight(name="cls_token", shape=(self.units,),
-                                             initializer=self.kernel_initializer)
-            self.encoder = AttentionBlock(
-                self.units, self.num_heads, max(self.units // self.num_heads, 1),
-                feed_forward=True, dropout=0.0,
-                kernel_initializer=self.kernel_initializer, name="encoder",
-            )
-            self.encoder.build((None, None, self.units), (None, None, self.units))
+            self.cls_token = self.add_kernel("cls_token", (self.units,))
+            self.encoder = attention_block(self, "encoder", (None, None, self.units),
+                                           (None, None, self.units), self.num_heads)
 
     def fuse(self, inputs, presence, training=None, element_mask=None):
-        masks = ops.concatenate(self.timestep_masks(inputs, presence, element_mask), axis=1)
+        masks = self.timestep_masks(inputs, presence, element_mask)
+        inputs = self.zero_masked(inputs, masks)
+        masks = ops.concatenate(masks, axis=1)
         elements = ops.concatenate([
             embed(x) + self.modality_embeddings[i]
             for i, (embed, x) in enumerate(zip(self.embeddings, inputs))
         ], axis=1)  # (batch, ΣT_i, units)
-        weights = ops.expand_dims(masks, -1)
         if self.pooling == "sum":
-            return ops.sum(elements * weights, axis=1), {}
+            return ops.sum(self.zero_masked([elements], [masks])[0], axis=1), {}
         if self.pooling == "mean":
-            count = ops.maximum(ops.sum(weights, axis=1), keras.config.epsilon())
-            return ops.sum(elements * weights, axis=1) / count, {}
+            return masked_mean(elements, masks), {}
+        valid = ops.expand_dims(masks > 0, -1)
         if self.pooling == "max":
-            best = ops.max(ops.where(weights > 0, elements, large_negative(elements.dtype)), axis=1)
-            best = ops.where(ops.max(weights, axis=1) > 0, best, 0.0)
-            wins = ops.cast(elements == ops.expand_dims(best, 1), elements.dtype) * weights
-            wins = wins / ops.maximum(ops.sum(wins, axis=1, keepdims=True), keras.config.epsilon())  # ties split
+            low = large_negative(elements.dtype)
+            best = ops.max(ops.where(valid, elements, low), axis=1, initial=low)
+            best = ops.where(ops.any(valid, axis=1), best, ops.zeros_like(best))
+            wins = ops.logical_and(elements == ops.expand_dims(best, 1), valid)
+            wins = ops.cast(wins, elements.dtype)
+            wins = wins / ops.maximum(ops.sum(wins, axis=1, keepdims=True),
+                                      ops.cast(keras.config.epsilon(), wins.dtype))  # ties split
             return best, {"element_importance": ops.mean(wins, axis=-1)}
         cls = ops.broadcast_to(self.cls_token, (ops.shape(elements)[0], 1, self.units))
-        tokens = ops.concatenate([cls, elements], axis=1)
+        tokens = ops.concatenate([ops.cast(cls, elements.dtype), elements], axis=1)
         token_masks = ops.concatenate([ops.ones_like(masks[:, :1]), masks], axis=1)
         encoded, scores = self.encoder(tokens, tokens, token_masks, token_masks, training=training)
         return encoded[:, 0], {"set_attention": scores}

@@ -167,3 +167,182 @@ def test_bad_element_mask_is_rejected():
     xs = random_inputs(SIZES, time_steps=STEPS)
     with pytest.raises(ValueError, match="modality_1.*\\(4, 7\\)"):
         CoAttention(units=8)(xs, element_mask=[ELEMENT_MASK[0], PAD_MASK[:, :5]])
+
+
+# ----------------------------------------------------------------------------
+# Keras conventions of the attention and set layers: distinct initial weights,
+# dtype policies, Keras masks, non-finite placeholders, empty batches. The
+# checks take a factory `make(**kwargs) -> layer`; test_sets.py reuses them.
+
+LAYERS = {
+    "attention_pooling": AttentionPooling,
+    "cross_modal_attention": CrossModalAttention,
+    "co_attention": CoAttention,
+    "stacked_attention": StackedAttention,
+    "bilinear_attention": BilinearAttention,
+}
+SEQUENCE_LAYERS = sorted(set(LAYERS) - {"attention_pooling"})
+POLICIES = ("float32", "float64", "mixed_float16", "mixed_bfloat16")
+
+
+def factory(name):
+    return lambda **kwargs: LAYERS[name](units=8, **kwargs)
+
+
+def _inputs(make, batch=4, seed=0, size=6):
+    """Two modalities of the same feature size (so equal-shape weights exist)."""
+    rng = np.random.default_rng(seed)
+    shapes = [(batch, size), (batch, size)] if make().input_rank == 2 else \
+        [(batch, 5, size), (batch, 7, size)]
+    return [rng.normal(size=s).astype("float32") for s in shapes]
+
+
+def _padding(batch=4):
+    """Element masks of `_inputs`: example 0 has 3 of 5 and 4 of 7 valid steps,
+    example 1 has 2 of 7."""
+    masks = [np.ones((batch, 5), "float32"), np.ones((batch, 7), "float32")]
+    masks[0][0, 3:] = 0
+    masks[1][0, 4:] = 0
+    masks[1][1, 2:] = 0
+    return masks
+
+
+def check_distinct_initial_weights(make):
+    for initializer in ("glorot_uniform", keras.initializers.GlorotUniform(seed=7)):
+        keras.utils.set_random_seed(3)
+        layer = make(kernel_initializer=initializer)
+        layer(_inputs(make))
+        # Constant initializations (biases, layer-norm scales) may coincide.
+        weights = [(w.path, _np(w)) for w in layer.trainable_weights if np.ptp(_np(w)) > 0]
+        equal = [(a, b) for i, (a, x) in enumerate(weights) for b, y in weights[i + 1:]
+                 if x.shape == y.shape and np.array_equal(x, y)]
+        assert not equal, f"weights that start equal with {initializer}: {equal}"
+    again = make(kernel_initializer=keras.initializers.GlorotUniform(seed=7))
+    again(_inputs(make))
+    for w, v in zip(layer.weights, again.weights):  # a seeded layer is deterministic
+        np.testing.assert_array_equal(_np(w), _np(v), err_msg=w.path)
+
+
+def check_dtype_policy(make, policy):
+    layer = make(dtype=policy)
+    xs = _inputs(make)
+    present = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], "float32")
+    for presence in (None, present, np.zeros((4, 2), "float32")):
+        out = layer(xs, presence=presence)
+        assert keras.backend.standardize_dtype(out.dtype) == layer.compute_dtype
+        assert np.all(np.isfinite(_np(keras.ops.cast(out, "float32")))), (policy, presence)
+    for sub in layer._flatten_layers(include_self=False):
+        assert (sub.compute_dtype, sub.variable_dtype) == (
+            layer.compute_dtype, layer.variable_dtype), f"{sub.path}: {sub.dtype_policy}"
+    assert {w.dtype for w in layer.weights} == {layer.variable_dtype}
+
+
+# Where each layer's attention weights index the timesteps of modality 0 / 1:
+# {weights key: {axis: modality}}; padded timesteps there must get zero weight.
+ATTENDED_AXES = {
+    "cross_modal_attention": {"modality_0_attends_modality_1": {2: 0, 3: 1},
+                              "modality_1_attends_modality_0": {2: 1, 3: 0}},
+    "co_attention": {"attention_modality_0": {3: 0}, "attention_modality_1": {3: 1},
+                     "affinity": {2: 0, 3: 1}},
+    "stacked_attention": {"region_attention": {3: 1}},
+    "bilinear_attention": {"bilinear_attention": {2: 0, 3: 1}},
+}
+
+
+def _zero_at_padding(weights, axes, valid):
+    for axis, modality in axes.items():
+        shape = [1] * weights.ndim
+        shape[0], shape[axis] = weights.shape[0], weights.shape[axis]
+        padded = np.broadcast_to(~valid[modality].reshape(shape), weights.shape)
+        assert np.all(weights[padded] == 0), f"weight {np.abs(weights[padded]).max()} on padding"
+
+
+def check_keras_mask(make, attended_axes):
+    """Both modalities come from `Embedding(mask_zero=True)`: the padding
+    embedding changes nothing, the Keras mask acts as the element mask, and
+    padded timesteps get no attention weight."""
+    keras.utils.set_random_seed(0)
+    tokens = [keras.Input(shape=(5,), dtype="int32"), keras.Input(shape=(7,), dtype="int32")]
+    embeddings = [keras.layers.Embedding(11, 6, mask_zero=True) for _ in tokens]
+    layer = make()
+    out, weights = layer([e(t) for e, t in zip(embeddings, tokens)], return_weights=True)
+    model = keras.Model(tokens, [out, {k: weights[k] for k in attended_axes}])
+    rng = np.random.default_rng(0)
+    valid = [m > 0 for m in _padding()]
+    ids = [np.where(v, rng.integers(1, 11, size=v.shape), 0) for v in valid]
+    before, maps = model.predict(ids, verbose=0)
+    for e in embeddings:  # a different padding embedding
+        table = _np(e.embeddings).copy()
+        table[0] = rng.normal(size=6) * 10
+        e.embeddings.assign(table)
+    after, _ = model.predict(ids, verbose=0)
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+    vectors = [_np(e(i)) for e, i in zip(embeddings, ids)]
+    np.testing.assert_allclose(before, _np(layer(vectors, element_mask=[v * 1.0 for v in valid])),
+                               rtol=1e-5, atol=1e-5)
+    for key, axes in attended_axes.items():
+        _zero_at_padding(maps[key], axes, valid)
+
+
+def check_non_finite_placeholders(make):
+    """NaN at absent rows and Inf at padded timesteps give the same output (and
+    finite gradients) as zeros there."""
+    layer = make()
+    xs = _inputs(make)
+    presence = np.array([[1, 1], [1, 0], [0, 1], [0, 0]], "float32")
+    clean, dirty = [x.copy() for x in xs], [x.copy() for x in xs]
+    for i in range(2):
+        clean[i][presence[:, i] == 0] = 0
+        dirty[i][presence[:, i] == 0] = np.nan
+    kwargs = {"presence": presence}
+    if layer.input_rank == 3:
+        kwargs["element_mask"] = _padding()
+        for i, mask in enumerate(_padding()):
+            clean[i][mask == 0] = 0
+            dirty[i][mask == 0] = np.inf
+    expected = _np(layer(clean, **kwargs))
+    np.testing.assert_allclose(_np(layer(dirty, **kwargs)), expected, rtol=1e-6, atol=1e-6)
+    assert np.all(np.isfinite(expected))
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(dirty, **kwargs) ** 2)
+        for w, g in zip(layer.trainable_weights, tape.gradient(loss, layer.trainable_weights)):
+            assert g is None or np.all(np.isfinite(_np(g))), f"non-finite gradient of {w.path}"
+
+
+def check_empty_batch(make):
+    layer = make()
+    xs = [x[:0] for x in _inputs(make)]
+    assert tuple(layer(xs).shape) == (0, 8)
+    kwargs = {"presence": np.zeros((0, 2), "float32")}
+    if layer.input_rank == 3:
+        kwargs["element_mask"] = [m[:0] for m in _padding()]
+    assert tuple(layer(xs, return_weights=True, **kwargs)[0].shape) == (0, 8)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_no_two_weights_start_equal(name):
+    check_distinct_initial_weights(factory(name))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_dtype_policy_reaches_every_sublayer_and_stays_finite(name, policy):
+    check_dtype_policy(factory(name), policy)
+
+
+@pytest.mark.parametrize("name", SEQUENCE_LAYERS)
+def test_keras_mask_is_the_element_mask(name):
+    check_keras_mask(factory(name), ATTENDED_AXES[name])
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_nan_and_inf_placeholders_never_reach_the_output(name):
+    check_non_finite_placeholders(factory(name))
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_empty_batch(name):
+    check_empty_batch(factory(name))

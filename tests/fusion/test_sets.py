@@ -3,6 +3,14 @@ import numpy as np
 import pytest
 
 from mmfusion.fusion import MultimodalSets
+from tests.fusion.test_attention import (
+    POLICIES,
+    check_distinct_initial_weights,
+    check_dtype_policy,
+    check_empty_batch,
+    check_keras_mask,
+    check_non_finite_placeholders,
+)
 from tests.layer_checks import (
     assert_absent_modality_ignored,
     assert_every_weight_gets_gradient,
@@ -131,3 +139,45 @@ def test_contract_of_non_default_poolings(pooling, tmp_path):
 def test_unknown_pooling_is_rejected():
     with pytest.raises(ValueError, match="pooling must be one of.*'median'"):
         MultimodalSets(units=8, pooling="median")
+
+
+def _sets(pooling):
+    return lambda **kwargs: MultimodalSets(units=8, pooling=pooling, **kwargs)
+
+
+# The pooling weights over the elements of the set (last axis), per pooling.
+SET_WEIGHTS = {"max": "element_importance", "transformer": "set_attention"}
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_keras_conventions(pooling):
+    make = _sets(pooling)
+    check_distinct_initial_weights(make)
+    check_non_finite_placeholders(make)
+    check_empty_batch(make)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("pooling", ["max", "transformer"])
+def test_dtype_policy_reaches_every_sublayer_and_stays_finite(pooling, policy):
+    check_dtype_policy(_sets(pooling), policy)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_keras_mask_is_the_element_mask(pooling):
+    check_keras_mask(_sets(pooling), {})
+
+
+@pytest.mark.parametrize("pooling", ["max", "transformer"])
+def test_padded_elements_get_no_weight_under_keras_masks(pooling):
+    tokens = [keras.Input(shape=(5,), dtype="int32"), keras.Input(shape=(7,), dtype="int32")]
+    embedded = [keras.layers.Embedding(11, 6, mask_zero=True)(t) for t in tokens]
+    _, weights = MultimodalSets(units=8, pooling=pooling)(embedded, return_weights=True)
+    model = keras.Model(tokens, weights[SET_WEIGHTS[pooling]])
+    ids = [np.array([[3, 4, 0, 0, 0]] * 2), np.array([[5, 0, 0, 0, 0, 0, 0], [5, 6, 7, 0, 0, 0, 0]])]
+    padded = np.concatenate([i == 0 for i in ids], axis=1)
+    if pooling == "transformer":
+        padded = np.concatenate([np.zeros((2, 1), bool), padded], axis=1)[:, None, None, :]
+    found = model.predict(ids, verbose=0)
+    assert np.all(found[np.broadcast_to(padded, found.shape)] == 0)
+    assert np.any(found != 0)
