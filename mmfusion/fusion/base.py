@@ -36,8 +36,13 @@ def _describe(shape):
 
 def _floor(x):
     """The smallest denominator used for `x`'s dtype: `keras.config.epsilon()`
-    (1e-7), which float16 still represents, unlike 1e-9 or 1e-12."""
-    return ops.cast(keras.config.epsilon(), x.dtype)
+    (1e-7; 1e-9 or 1e-12 round to 0 in float16), and in float16 at least its
+    smallest normal number (6.1e-5): 1e-7 is subnormal there, and XLA on CPU
+    (the JAX backend) flushes subnormals to zero, which made 0 / 0 = NaN."""
+    floor = keras.config.epsilon()
+    if keras.backend.standardize_dtype(x.dtype) == "float16":
+        floor = max(floor, float(np.finfo("float16").tiny))
+    return ops.cast(floor, x.dtype)
 
 
 def large_negative(dtype):
