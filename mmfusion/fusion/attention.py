@@ -156,7 +156,7 @@ class AttentionPooling(FusionLayer):
     def fuse(self, inputs, presence, training=None):
         inputs = mask_inputs(inputs, presence)
         hidden = ops.stack([p(x) for p, x in zip(self.projections, inputs)], axis=1)
-        alpha = masked_softmax(ops.matmul(hidden, self.query), presence)
+        alpha = masked_softmax(ops.einsum("bnu,u->bn", hidden, self.query), presence)
         output = ops.sum(hidden * ops.expand_dims(alpha, -1), axis=1)
         return output, {"modality_weights": alpha}
 
@@ -344,13 +344,14 @@ class CoAttention(BimodalAttention):
         masks = self.timestep_masks(inputs, presence, element_mask)
         q, v = self.zero_masked([p(x) for p, x in zip(self.projections,
                                                      self.zero_masked(inputs, masks))], masks)
-        affinity = ops.tanh(ops.matmul(ops.matmul(q, self.affinity_kernel),
-                                       ops.transpose(v, (0, 2, 1))))
-        qw, vw = ops.matmul(q, self.query_kernel), ops.matmul(v, self.key_kernel)
-        h_v = ops.tanh(vw + ops.matmul(ops.transpose(affinity, (0, 2, 1)), qw))
-        h_q = ops.tanh(qw + ops.matmul(affinity, vw))
-        a_v = softmax_over_valid(ops.matmul(h_v, self.key_score), masks[1])
-        a_q = softmax_over_valid(ops.matmul(h_q, self.query_score), masks[0])
+        # einsum, not matmul: Keras's matmul gives float32 for float64 on PyTorch.
+        affinity = ops.tanh(ops.einsum("bte,ed,bnd->btn", q, self.affinity_kernel, v))
+        qw = ops.einsum("btd,dk->btk", q, self.query_kernel)
+        vw = ops.einsum("bnd,dk->bnk", v, self.key_kernel)
+        h_v = ops.tanh(vw + ops.einsum("btn,btk->bnk", affinity, qw))
+        h_q = ops.tanh(qw + ops.einsum("btn,bnk->btk", affinity, vw))
+        a_v = softmax_over_valid(ops.einsum("bnk,k->bn", h_v, self.key_score), masks[1])
+        a_q = softmax_over_valid(ops.einsum("btk,k->bt", h_q, self.query_score), masks[0])
         attended = ops.einsum("bt,btd->bd", a_q, q) + ops.einsum("bt,btd->bd", a_v, v)
         names = self.modality_names
         return self.output_dense(attended), {
@@ -430,9 +431,10 @@ class StackedAttention(BimodalAttention):
         v = self.regions(self.zero_masked(inputs[1:], masks[1:])[0])
         maps = []
         for h in range(self.hops):
-            query = ops.matmul(u, self.query_kernels[h]) + self.query_biases[h]
-            hidden = ops.tanh(ops.matmul(v, self.region_kernels[h]) + ops.expand_dims(query, 1))
-            p = softmax_over_valid(ops.matmul(hidden, self.scores[h]), masks[1])
+            query = ops.einsum("bd,dk->bk", u, self.query_kernels[h]) + self.query_biases[h]
+            hidden = ops.tanh(ops.einsum("bnd,dk->bnk", v, self.region_kernels[h])
+                              + ops.expand_dims(query, 1))
+            p = softmax_over_valid(ops.einsum("bnk,k->bn", hidden, self.scores[h]), masks[1])
             u = u + ops.einsum("bt,btd->bd", p, v)
             maps.append(p)
         return u, {"region_attention": ops.stack(maps, axis=1)[:, :, None, :]}

@@ -113,12 +113,14 @@ class MultimodalSets(SequenceFusionLayer):
         valid = ops.expand_dims(masks > 0, -1)
         if self.pooling == "max":
             low = large_negative(elements.dtype)
+            # `initial`: empty batches; the where restores the (batch, units)
+            # shape that PyTorch's max of an empty tensor loses.
             best = ops.max(ops.where(valid, elements, low), axis=1, initial=low)
-            best = ops.where(ops.any(valid, axis=1), best, ops.zeros_like(best))
+            best = ops.where(ops.any(valid, axis=1), best, ops.zeros_like(elements[:, 0]))
             wins = ops.logical_and(elements == ops.expand_dims(best, 1), valid)
             wins = ops.cast(wins, elements.dtype)
-            wins = wins / ops.maximum(ops.sum(wins, axis=1, keepdims=True),
-                                      ops.cast(keras.config.epsilon(), wins.dtype))  # ties split
+            # Tied winners split a unit (counts are integers: floor 1, no epsilon).
+            wins = wins / ops.maximum(ops.sum(wins, axis=1, keepdims=True), 1)
             return best, {"element_importance": ops.mean(wins, axis=-1)}
         cls = ops.broadcast_to(self.cls_token, (ops.shape(elements)[0], 1, self.units))
         tokens = ops.concatenate([ops.cast(cls, elements.dtype), elements], axis=1)
