@@ -4,8 +4,12 @@
   activations, number of fusion layers) and their hyperparameter names.
 - `MFASOracle` (`oracle.py`): sequential model-based search with a learned
   surrogate (`surrogate.py`) and temperature-scheduled sampling.
-- `FusionHyperModel`, `MFASTuner` (`hypermodel.py`): the search space over
-  modality branches as a KerasTuner hypermodel, and a tuner wiring both.
+- `FusionHyperModel`, `FusionTuner`, `MFASTuner` (`hypermodel.py`): the
+  search space over modality branches as a KerasTuner hypermodel, and tuners
+  running it with any oracle (progress lines, crash-safe state).
+- `baselines.py`: random search and Bayesian optimization with seeds that
+  are seeds (0 included) and a budget-sized Bayesian start.
+- `state.py`: atomic writes and validated reads of every search file.
 - `features.py`: frozen, pretrained branches whose tap outputs are cached on
   disk, so each trial only trains the fusion network (as MFAS does).
 - `run.py`: a whole search on a named task (what `mmfusion search` runs).
@@ -29,16 +33,16 @@ distinct `KERASTUNER_TUNER_ID`; the chief's contains `"chief"`. Workers ask
 the chief for trials, run them and send back their metrics; the chief
 records every result and stops once `max_trials` trials have ended. An MFAS
 step waits for all its trials: a worker asking meanwhile is told `"IDLE"`
-and `MFASTuner` polls again after `poll_interval` seconds. A restarted chief
-resumes from its `oracle.json` (`overwrite=False`); a trial whose worker died
-is run again when the chief restarts. With cached features
-(`mmfusion.search.features`), copy the cache folder to every worker (or let
-each compute it once: the cache key depends only on the branch weights and
-the data, so pretrain the branches once and share their weights).
+and its `FusionTuner` asks again after `poll_interval` seconds. A restarted
+chief resumes from its `oracle.json` (`overwrite=False`); a trial whose
+worker died is run again when the chief restarts. With cached features
+(`mmfusion.search.run.prepare`), copy the `prepared/` folder to every worker
+(or let each compute it once with the same seed and settings: its folder is
+keyed by them).
 """
 
-from mmfusion.search.hypermodel import FusionHyperModel, MFASTuner
+from mmfusion.search.hypermodel import FusionHyperModel, FusionTuner, MFASTuner
 from mmfusion.search.oracle import MFASOracle
 from mmfusion.search.space import FusionSpace
 
-__all__ = ["FusionHyperModel", "FusionSpace", "MFASOracle", "MFASTuner"]
+__all__ = ["FusionHyperModel", "FusionSpace", "FusionTuner", "MFASOracle", "MFASTuner"]

@@ -21,14 +21,15 @@ from mmfusion import tasks
 from mmfusion.search.features import (FeatureCache, feature_branches, pack, pretrain_branch,
                                       transfer_weights)
 from mmfusion.search.baselines import BayesianOptimizationOracle, RandomSearchOracle
-from mmfusion.search.hypermodel import FusionHyperModel, FusionTuner, MFASTuner
+from mmfusion.search.hypermodel import FusionHyperModel, FusionTuner
+from mmfusion.search.oracle import MFASOracle
 from mmfusion.search.state import load_weights, read_json, save_weights, write_json
 
 ORACLES = ("mfas", "random", "bayesian")
 DEFAULT_FUSIONS = ("concat", "gmu", "lmf", "mfb")
 
-__all__ = ["Prepared", "Task", "check_settings", "load_task", "make_tuner", "prepare",
-           "run_search"]
+__all__ = ["Prepared", "Task", "check_settings", "load_task", "make_oracle", "make_tuner",
+           "prepare", "run_search"]
 
 
 @dataclass
@@ -267,14 +268,27 @@ def make_tuner(oracle, hypermodel, max_trials, directory, project_name="search",
     """
     common = dict(directory=directory, project_name=project_name, overwrite=overwrite,
                   report=report)
+    instance = make_oracle(oracle, hypermodel.space, max_trials, seed=seed, objective=objective)
+    return FusionTuner(instance, hypermodel, **common)
+
+
+def make_oracle(oracle, space, max_trials, seed=0, objective="val_accuracy"):
+    """An `MFASOracle`, or a seeded, crash-safe random-search or
+    Bayesian-optimization oracle (`mmfusion.search.baselines`).
+
+    Example:
+
+    >>> from mmfusion.search import FusionSpace
+    >>> space = FusionSpace({"a": ["h", "vector"], "b": ["vector"]}, fusions=["concat"])
+    >>> type(make_oracle("bayesian", space, 12)).__name__
+    'BayesianOptimizationOracle'
+    """
     if oracle == "mfas":
-        return MFASTuner(hypermodel, objective=objective, max_trials=max_trials, seed=seed,
-                         **common)
+        return MFASOracle(space, objective=objective, max_trials=max_trials, seed=seed)
     oracles = {"random": RandomSearchOracle, "bayesian": BayesianOptimizationOracle}
     if oracle not in oracles:
         raise ValueError(f"Unknown oracle '{oracle}'; available: {', '.join(ORACLES)}.")
-    instance = oracles[oracle](objective=objective, max_trials=max_trials, seed=seed)
-    return FusionTuner(instance, hypermodel, **common)
+    return oracles[oracle](objective=objective, max_trials=max_trials, seed=seed)
 
 
 def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epochs=5,
