@@ -371,17 +371,24 @@ def _check_choice(what, value, choices):
         raise ValueError(f"build_fusion_model: {what} must be one of {choices}; received {value!r}.")
 
 
+def _branch_presence(modality):
+    """Name of the presence input of a branch built with `presence=True`."""
+    return f"{modality}_{PRESENCE}"
+
+
 def _model_input(modality, branch, placement):
     """The named model input of one modality (shape and dtype of its branch)."""
     if isinstance(branch, keras.Model):
         tap_shapes(branch)
-        spec = branch.inputs[0]
-        if len(branch.inputs) != 1 or spec.name != modality:
+        names = sorted(t.name for t in branch.inputs)
+        if names not in ([modality], sorted([modality, _branch_presence(modality)])):
             raise ValueError(
                 f"build_fusion_model: the branch for modality '{modality}' must have "
-                f"one input named '{modality}'; branch '{branch.name}' has inputs "
+                f"one input named '{modality}' (and optionally its presence, "
+                f"'{_branch_presence(modality)}'); branch '{branch.name}' has inputs "
                 f"{[t.name for t in branch.inputs]}. Build it with name='{modality}'."
             )
+        spec = next(t for t in branch.inputs if t.name == modality)
         return keras.Input(shape=spec.shape[1:], dtype=spec.dtype, name=modality)
     if placement == "early" and isinstance(branch, (tuple, list)):
         return keras.Input(shape=tuple(branch), name=modality)
@@ -437,9 +444,18 @@ class _Composer:
         self.masks = {}
 
     def branch_taps(self, inputs):
-        for m in self.modalities:
-            self.taps[m] = self.branches[m](inputs[m])
-            self.masks[m] = self._branch_masks(m, inputs[m])
+        for i, m in enumerate(self.modalities):
+            x = inputs[m]
+            if len(self.branches[m].inputs) == 2:  # the branch also takes its presence
+                if self.presence is None:
+                    raise ValueError(
+                        f"build_fusion_model: the branch for modality '{m}' takes its presence "
+                        f"('{_branch_presence(m)}'); build the model with presence=True (or "
+                        "modality_dropout), or the branch without presence.")
+                column = PresenceColumns([i], name=f"{m}_branch_presence")(self.presence)
+                x = {m: x, _branch_presence(m): column}
+            self.taps[m] = self.branches[m](x)
+            self.masks[m] = self._branch_masks(m, x)
 
     def _branch_masks(self, modality, x):
         """dict tap -> Keras mask of the branch's masked taps, computed from
@@ -450,7 +466,7 @@ class _Composer:
         masks = {tap: m for tap, m in masks.items() if m is not None}
         if not masks:
             return {}
-        return keras.Model(branch.inputs, masks, name=f"{modality}_masks")(x)
+        return keras.Model(branch.input, masks, name=f"{modality}_masks")(x)
 
     def tap(self, modality, tap):
         """`(tensor, Keras mask or None)` of a branch tap."""
@@ -651,8 +667,11 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
             The mask goes to every fusion layer (and the late combination),
             and absent rows' inputs are replaced by zeros (`ZeroAbsent`,
             an `ops.where`) before any branch, so their placeholders (NaN,
-            Inf, anything) never reach a branch, its BatchNorm statistics
-            or a fusion layer.
+            Inf, anything) never reach a branch or a fusion layer. A branch
+            built with `presence=True` (e.g. `image_cnn(..., presence=True)`)
+            gets its modality's column as its `{name}_presence` input, so
+            its BatchNorm statistics skip absent rows (zeroed rows would
+            still shift them otherwise).
         modality_dropout: rate of a `mmfusion.fusion.ModalityDropout` on the
             presence mask (all ones without `presence`): in training, whole
             modalities are marked absent at random (never all of an

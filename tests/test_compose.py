@@ -234,6 +234,35 @@ def test_absent_placeholders_do_not_leak_through_batchnorm_in_training():
                                atol=1e-6)
 
 
+@pytest.mark.parametrize("branch_presence", [False, True])
+def test_branch_batchnorm_statistics_over_present_rows(branch_presence, tmp_path):
+    """A branch built with presence=True gets its modality's presence column:
+    in training, present rows' outputs are those of a batch of present rows
+    only (absent rows' zeros are not in the BatchNorm statistics)."""
+    x, _ = half_image_absent(placeholder=np.nan)
+    present = x["presence"][:, 1] > 0
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model({"a": tabular_mlp(3, units=(5, 4), name="a"),
+                                "b": image_cnn((4, 4, 1), filters=(2,), name="b",
+                                               presence=branch_presence)},
+                               "gmu", num_outputs=3, units=8, presence=True)
+    both = keras.ops.convert_to_numpy(model(x, training=True))[present]
+    only_present = {k: v[present] for k, v in x.items()}
+    alone = keras.ops.convert_to_numpy(model(only_present, training=True))
+    assert np.all(np.isfinite(both))
+    if branch_presence:
+        np.testing.assert_allclose(both, alone, atol=1e-5)
+        path = str(tmp_path / "branch_presence.keras")
+        model.save(path)
+        np.testing.assert_allclose(predict(keras.models.load_model(path), x), predict(model, x),
+                                   atol=1e-6)
+    else:  # a plain BatchNorm mixes the absent rows' zeros into its statistics
+        assert np.abs(both - alone).max() > 1e-3
+    with pytest.raises(ValueError, match="takes its presence"):
+        build_fusion_model({"b": image_cnn((4, 4, 1), filters=(2,), name="b", presence=True)},
+                           None)
+
+
 def test_presence_as_a_dict_of_columns(tmp_path):
     """presence="dict": one column per modality by name, whatever the branch
     order (here b before a, the reverse of sorted model.inputs)."""
