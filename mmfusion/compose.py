@@ -53,9 +53,10 @@ PRESENCE = "presence"
 PREVIOUS = "previous"
 
 PRESENCE_FORMS = ("matrix", "dict")
+ABSENT = ("zeros", "learned")
 
-__all__ = ["Early", "FusionPoint", "Head", "Late", "MaskedPooling", "PresenceColumns",
-           "StackPresence", "ZeroAbsent", "build_fusion_model"]
+__all__ = ["Early", "FusionPoint", "Head", "LearnedAbsence", "Late", "MaskedPooling",
+           "PresenceColumns", "StackPresence", "ZeroAbsent", "build_fusion_model"]
 
 
 @dataclass
@@ -317,6 +318,62 @@ class ZeroAbsent(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mmfusion")
+class LearnedAbsence(keras.layers.Layer):
+    """Puts a learned placeholder where a modality is absent.
+
+    Used by `build_fusion_model(absent="learned")` on every tap a fusion
+    layer (or a late-fusion head) reads: rows where the modality is absent
+    get a trained vector (one per tap, shaped like one row of it, starting
+    at zeros) in place of the tap, chosen by `ops.where`.
+
+    Args:
+        column: the modality's column in the `(batch, N)` presence mask.
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: the tap `(batch, ...)`.
+        presence: `(batch, N)` 0/1 presence mask.
+
+    Returns:
+        `inputs` with absent rows replaced by the placeholder.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = LearnedAbsence(0)
+    >>> x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> presence = np.array([[1.0], [0.0]])  # the second row lacks the modality
+    >>> layer(x, presence=presence).numpy().tolist()  # the placeholder starts at zeros
+    [[1.0, 2.0], [0.0, 0.0]]
+    >>> _ = layer.placeholder.assign([7.0, 8.0])  # as training would move it
+    >>> layer(x, presence=presence).numpy().tolist()
+    [[1.0, 2.0], [7.0, 8.0]]
+    """
+
+    def __init__(self, column, **kwargs):
+        super().__init__(**kwargs)
+        self.column = int(column)
+
+    def build(self, inputs_shape, presence_shape=None):
+        self.placeholder = self.add_weight(name="placeholder", shape=tuple(inputs_shape[1:]),
+                                           initializer=keras.initializers.Zeros())
+
+    def call(self, inputs, presence):
+        present = ops.take(ops.cast(presence, "float32"), self.column, axis=1) > 0.5
+        present = ops.reshape(present, (-1,) + (1,) * (len(inputs.shape) - 1))
+        placeholder = ops.expand_dims(ops.cast(self.placeholder, inputs.dtype), 0)
+        return ops.where(present, inputs, placeholder)
+
+    def compute_output_shape(self, inputs_shape, presence_shape=None):
+        return inputs_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(column=self.column)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mmfusion")
 class StackPresence(keras.layers.Layer):
     """Stacks per-modality presence columns, given as a dict, into a `(batch, N)` mask.
 
@@ -433,12 +490,13 @@ class _Composer:
     """Builds one model; holds the inputs, tap tensors, their Keras masks and
     cached adapters."""
 
-    def __init__(self, branches, units, tap_pooling, presence):
+    def __init__(self, branches, units, tap_pooling, presence, absent="zeros"):
         self.branches = branches
         self.modalities = list(branches)
         self.units = units
         self.tap_pooling = tap_pooling
         self.presence = presence
+        self.absent = absent
         self.adapted = {}
         self.taps = {}
         self.masks = {}
@@ -521,13 +579,24 @@ class _Composer:
         self.adapted[(key, rank)] = x
         return x
 
+    def fill_absent(self, x, modality, key):
+        """`x` (a fused tap of `modality`) with a learned placeholder in absent
+        rows under `absent="learned"` (one `LearnedAbsence` per tap key)."""
+        if self.absent != "learned":
+            return x
+        if ("absent", key) not in self.adapted:
+            self.adapted[("absent", key)] = LearnedAbsence(
+                self.modalities.index(modality), name=f"{key}_learned_absent",
+            )(x, presence=self.presence)
+        return self.adapted[("absent", key)]
+
     def fuse(self, layer, tensors, names, presence_columns, masks=None):
         """Applies `layer` to the adapted tensors, with the matching presence
         and, for sequence layers, the tensors' Keras masks (`masks`, None for
         unmasked ones)."""
         _check_count(layer, names)
         kwargs = {}
-        if self.presence is not None:
+        if self.presence is not None and self.absent != "learned":
             columns = [c for c in presence_columns if c is not None]
             if presence_columns == list(range(len(self.modalities))):
                 kwargs["presence"] = self.presence
@@ -622,7 +691,8 @@ def _head_spec(head, num_outputs, head_units, head_dropout):
 def build_fusion_model(branches, fusion="concat", head="classification", num_outputs=2, *,
                        placement="intermediate", taps=None, units=64, fusion_kwargs=None,
                        tap_pooling="flatten", head_units=(64,), head_dropout=0.0,
-                       presence=False, modality_dropout=0.0, name="fusion_model"):
+                       presence=False, modality_dropout=0.0, absent="zeros",
+                       name="fusion_model"):
     """Builds a multimodal functional model from branches, fusion point(s) and a head.
 
     Args:
@@ -678,6 +748,16 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
             example's), so the model learns to predict when one is missing.
             Dropped rows' inputs are zeroed before the branches, as absent
             ones are. 0 adds none.
+        absent: what a fusion layer sees of an absent modality:
+            - `"zeros"`: the fusion layer gets the presence mask and applies
+              its own rule (dropped from a sum, zero gate, masked attention;
+              see each layer);
+            - `"learned"`: every fused tap (and each late-fusion head's
+              input) gets a learned placeholder in absent rows
+              (`LearnedAbsence`, one trained vector per tap, starting at
+              zeros), and fusion layers are not given the mask: the
+              placeholder stands for the missing modality. Needs
+              `presence` or `modality_dropout`.
         name: name of the model.
 
     Returns:
@@ -724,7 +804,11 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
                                          name="modality_dropout")(inputs, presence=presence_input)
     if presence_input is not None:
         inputs = {m: _zero_absent(x, presence_input, i, m) for i, (m, x) in enumerate(inputs.items())}
-    composer = _Composer(branches, units, tap_pooling, presence_input)
+    _check_choice("absent", absent, ABSENT)
+    if absent == "learned" and presence_input is None:
+        raise ValueError("build_fusion_model: absent='learned' needs absent modalities: "
+                         "presence=True and/or modality_dropout > 0.")
+    composer = _Composer(branches, units, tap_pooling, presence_input, absent)
     if early:
         x = _head(_early(composer, inputs, spec), head, prefix="head")
     else:
@@ -764,7 +848,8 @@ def _zero_absent(x, presence, column, modality):
 def _vector_tap(composer, modality, tap):
     """A branch tap as a vector (pooled as `adapt` does)."""
     x, mask = composer.tap(modality, tap)
-    return composer.adapt(x, f"{modality}_{tap}", 2, f"tap '{tap}' of '{modality}'", mask=mask)
+    x = composer.adapt(x, f"{modality}_{tap}", 2, f"tap '{tap}' of '{modality}'", mask=mask)
+    return composer.fill_absent(x, modality, f"{modality}_{tap}")
 
 
 def _unimodal(composer, taps):
@@ -785,7 +870,8 @@ def _early(composer, inputs, spec):
     for m, x in inputs.items():
         if x.dtype != "float32":
             x = keras.layers.Rescaling(1.0, dtype="float32", name=f"{m}_to_float")(x)
-        tensors.append(composer.adapt(x, m, rank, f"input '{m}'", pooling="flatten"))
+        x = composer.adapt(x, m, rank, f"input '{m}'", pooling="flatten")
+        tensors.append(composer.fill_absent(x, m, m))
     names = list(inputs)
     layer = _fusion_layer(spec.fusion, composer.units, spec.kwargs, "early_fusion", names)
     return composer.fuse(layer, tensors, names, list(range(len(names))))
@@ -819,8 +905,9 @@ def _chain(composer, points):
         tensors, names, masks = [], [], []
         for m, tap in point.taps.items():
             x, mask = composer.tap(m, tap)
-            tensors.append(composer.adapt(x, f"{m}_{tap}", rank, f"tap '{tap}' of '{m}'",
-                                          mask=mask))
+            x_adapted = composer.adapt(x, f"{m}_{tap}", rank, f"tap '{tap}' of '{m}'", mask=mask)
+            tensors.append(composer.fill_absent(
+                x_adapted, m, f"{m}_{tap}" + ("_sequence" if rank == 3 else "")))
             names.append(m)
             masks.append(mask if len(x.shape) == 3 else None)
         columns = [composer.modalities.index(m) for m in names]

@@ -10,8 +10,8 @@ import pytest
 
 from mmfusion import fusion
 from mmfusion.branches import image_cnn, tabular_mlp, text_lstm
-from mmfusion.compose import (Early, FusionPoint, Head, Late, PresenceColumns, StackPresence,
-                              ZeroAbsent, build_fusion_model)
+from mmfusion.compose import (Early, FusionPoint, Head, LearnedAbsence, Late, PresenceColumns,
+                              StackPresence, ZeroAbsent, build_fusion_model)
 from mmfusion.inspect import keras_graph
 
 N = 8
@@ -262,6 +262,53 @@ def test_branch_batchnorm_statistics_over_present_rows(branch_presence, tmp_path
         build_fusion_model({"b": image_cnn((4, 4, 1), filters=(2,), name="b", presence=True)},
                            None)
 
+
+def test_learned_absence_trains_a_placeholder_the_fusion_layer_reads(tmp_path):
+    """absent="learned": rows without b fuse a's tap with b's trained placeholder
+    (concat: exactly [tap_a, placeholder]); saved and reloaded identically."""
+    x, y = half_image_absent(placeholder=np.nan)
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model(branches(), "concat", num_outputs=3, units=8, presence=True,
+                               absent="learned")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0)
+    placeholder = model.get_layer("b_vector_learned_absent").placeholder.numpy()
+    assert placeholder.shape == (8,) and np.abs(placeholder).max() > 1e-3  # it trained
+    fused = keras.Model(model.inputs, model.get_layer("fusion_1_concat").output).predict(
+        x, verbose=0)
+    tap_a, tap_b = [np.asarray(model.get_layer(f"{m}_branch")(x[m], training=False)["vector"])
+                    for m in "ab"]
+    absent = x["presence"][:, 1] == 0
+    w, b = model.get_layer("fusion_1_concat").get_weights()
+    expected_b = np.where(absent[:, None], placeholder[None], tap_b)
+    np.testing.assert_allclose(fused, np.concatenate([tap_a, expected_b], 1) @ w + b,
+                               rtol=1e-4, atol=1e-5)
+    assert np.all(np.isfinite(predict(model, x)))
+    path = str(tmp_path / "learned.keras")
+    model.save(path)
+    np.testing.assert_allclose(predict(keras.models.load_model(path), x), predict(model, x),
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("placement", ["early", "late"])
+def test_learned_absence_at_early_and_late_fusion(placement):
+    """With b absent, predictions follow b's placeholder, never b's input."""
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model(branches(), "gmu", num_outputs=3, units=8, placement=placement,
+                               presence=True, modality_dropout=0.3, absent="learned")
+    names = [l.name for l in model.layers if isinstance(l, LearnedAbsence)]
+    assert names == (["a_learned_absent", "b_learned_absent"] if placement == "early"
+                     else ["a_vector_learned_absent", "b_vector_learned_absent"])
+    feed = dict(X, presence=np.tile([[1.0, 0.0]], (N, 1)).astype("float32"))
+    first = predict(model, feed)
+    np.testing.assert_allclose(predict(model, dict(feed, b=X["b"] + 5.0)), first, atol=1e-6)
+    layer = model.get_layer(names[1])
+    layer.placeholder.assign(np.full(layer.placeholder.shape, 2.0, "float32"))
+    assert np.abs(predict(model, feed) - first).max() > 1e-4
+    with pytest.raises(ValueError, match="absent='learned' needs absent modalities"):
+        build_fusion_model(branches(), "gmu", absent="learned")
+    with pytest.raises(ValueError, match="absent must be one of"):
+        build_fusion_model(branches(), "gmu", presence=True, absent="mean")
 
 def test_presence_as_a_dict_of_columns(tmp_path):
     """presence="dict": one column per modality by name, whatever the branch
