@@ -140,10 +140,11 @@ def main(argv=None):
                          os.path.join(args.output, "ground_truth.json"))
     validation = np.array([v["validation"] for v in table.values()])
     test = np.array([v["test"] for v in table.values()])
+    ranks = np.corrcoef(np.argsort(np.argsort(validation)), np.argsort(np.argsort(test)))[0, 1]
     print(f"ground truth: {len(table)} architectures; validation accuracy min "
           f"{validation.min():.3f} median {np.median(validation):.3f} max {validation.max():.3f}; "
           f"top 5 % threshold {np.quantile(validation, 0.95):.3f}; validation-test rank "
-          f"correlation {np.corrcoef(np.argsort(np.argsort(validation)), np.argsort(np.argsort(test)))[0, 1]:.2f}")
+          f"correlation {ranks:.2f}")
     runs = []
     with tempfile.TemporaryDirectory() as directory:
         for budget in args.budgets:

@@ -4,7 +4,8 @@ As in MFAS, every modality's branch is pretrained once on its own
 (`pretrain_branch`: the branch plus a softmax head on its `"vector"` tap),
 then frozen; `FeatureCache` computes the outputs of all its taps once and
 stores them on disk as `.npz` (written atomically, validated when read),
-keyed by a hash of the branch weights, the data and the pooling, so a second search (or a resumed one) reads them back.
+keyed by a hash of the branch weights, the data and the pooling, so a
+second search (or a resumed one) reads them back.
 `feature_branches` turns cached features into stand-in branches with the same
 taps, so `FusionHyperModel` builds the same fusion networks on top of them;
 `transfer_weights` then moves a searched fusion network onto the real

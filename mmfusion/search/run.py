@@ -348,7 +348,8 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
     task = load_task(task, seed) if isinstance(task, str) else task
     report = print if verbose else None
     check_settings(os.path.join(directory, f"{oracle}-settings.json"), {
-        "prepared": _prepared_key(task, pretrain_epochs, seed, 0.5)[1], "oracle": oracle, "trials": int(trials), "epochs": int(epochs),
+        "prepared": _prepared_key(task, pretrain_epochs, seed, 0.5)[1], "oracle": oracle,
+        "trials": int(trials), "epochs": int(epochs),
         "batch_size": int(batch_size), "fusions": list(fusions), "max_layers": int(max_layers),
         "seed": int(seed), "units": list(units), "learning_rates": list(learning_rates)},
         overwrite=overwrite)

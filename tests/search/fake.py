@@ -13,7 +13,8 @@ SPACE = FusionSpace({"a": ["h1", "h2", "vector"], "b": ["h1", "vector"]},
                     fusions=["concat", "gmu", "weighted_sum"],
                     activations=["relu", "tanh"], max_layers=3)
 OBJECTIVE = keras_tuner.Objective("score", "max")
-FAST_MFAS = {"initial_samples": 6, "samples_per_step": 4, "surrogate_units": 8, "surrogate_epochs": 20}
+FAST_MFAS = {"initial_samples": 6, "samples_per_step": 4, "surrogate_units": 8,
+             "surrogate_epochs": 20}
 
 
 def fake_score(architecture):

@@ -46,7 +46,6 @@ def test_searches_survive_random_kills(tmp_path):
     for directory in directories:
         check_complete_search(read_trials(directory), n=KILL_TRIALS)
         check_no_finished_trial_ran_again(directory / "log.jsonl")
-        assert not glob.glob(str(directory / "**" / ".*"), recursive=True)  # no temporary left
 
 
 def finished_search(directory, max_trials=8):
