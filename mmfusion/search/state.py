@@ -11,7 +11,8 @@ every `trial.json`; KerasTuner's own `save_json` writes in place, and a kill
 during a write leaves an empty file) and repairs the two windows a kill can
 hit between its writes: a trial saved as finished while `oracle.json` still
 lists it as running (it is not run again), and a trial saved as started
-while `oracle.json` does not know it yet (it is run, not lost).
+while `oracle.json` does not know it yet (its id is given to the next
+trial, so it is neither lost nor counted twice).
 """
 
 import json
@@ -210,8 +211,8 @@ class CrashSafeOracle:
     []
     """
 
-    _RECOVERY = ("Start the search again with overwrite=True (mmfusion search --overwrite), or "
-                 "restore the file from a backup; other trials are kept in their folders.")
+    _RECOVERY = ("Restore it from a backup, or start the search again with overwrite=True "
+                 "(mmfusion search --overwrite).")
 
     def save(self):
         write_json(self._get_oracle_fname(), self.get_state())
@@ -222,19 +223,22 @@ class CrashSafeOracle:
 
     def reload(self):
         project = self._project_dir
+        saved = {}
         for name in sorted(os.listdir(project)):
             path = os.path.join(project, name, "trial.json")
             if name.startswith("trial_") and os.path.exists(path):
-                state = read_json(path, recovery=f"Delete the folder '{os.path.dirname(path)}' "
-                                                 "(its trial is then run again).")
-                trial = keras_tuner.engine.trial.Trial.from_state(state)
-                self.trials[trial.trial_id] = trial
+                trial = keras_tuner.engine.trial.Trial.from_state(
+                    read_json(path, recovery=self._RECOVERY))
+                saved[trial.trial_id] = trial
         fname = self._get_oracle_fname()
-        saved = {t.trial_id: t for t in self.trials.values()}
-        self.trials = {}
         state = read_json(fname, recovery=self._RECOVERY)
+        missing = sorted(set(state["start_order"]) - set(saved))
+        if missing:
+            raise CorruptStateError(f"Search state file '{fname}' lists trials {missing} whose "
+                                    f"trial.json is missing in '{project}'. {self._RECOVERY}")
+        # A trial.json oracle.json does not know (killed between the two writes
+        # of create_trial) is left out: the next trial gets its id and overwrites it.
         known = set(state["start_order"])
-        # Trials oracle.json knows about first (set_state resolves their ids).
         self.trials = {i: t for i, t in saved.items() if i in known}
         try:
             self.set_state(state)
@@ -250,9 +254,3 @@ class CrashSafeOracle:
                     self._run_times[trial.trial_id] += 1
             elif trial.trial_id not in self._retry_queue:
                 self._retry_queue.append(trial.trial_id)  # killed while it ran: run it again
-        for trial_id, trial in saved.items():
-            if trial_id not in known:  # killed between the two writes of create_trial
-                self.trials[trial_id] = trial
-                self.start_order.append(trial_id)
-                self._record_values(trial)
-                self._retry_queue.append(trial_id)

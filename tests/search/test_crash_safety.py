@@ -68,8 +68,14 @@ def test_damaged_state_file_names_itself_and_the_recovery(tmp_path, name):
         f.write('{"ongoing_trials": {"tu')  # a write cut short
     with pytest.raises(CorruptStateError, match="damaged") as error:
         resume(tmp_path)
-    assert path in str(error.value)
-    assert ("overwrite=True" if "trial_" not in name else "Delete the folder") in str(error.value)
+    assert path in str(error.value) and "overwrite=True" in str(error.value)
+
+
+def test_missing_trial_file_is_named(tmp_path):
+    project = finished_search(tmp_path)
+    os.remove(os.path.join(project, "trial_2", "trial.json"))
+    with pytest.raises(CorruptStateError, match=r"\['2'\] whose trial.json is missing"):
+        resume(tmp_path)
 
 
 def test_kill_between_the_writes_of_end_trial_does_not_rerun(tmp_path):
