@@ -9,6 +9,9 @@ functional model) and `M` a modality name:
 
 - `LAYER/modality_weights/M` (scalar): mean learned weight of modality M.
 - `LAYER/gates/M` (histogram) and `LAYER/gates_mean/M` (scalar): GMU gates.
+  Both are taken over the rows where M is present (in the `presence` mask
+  the layer gets), so "weighs M less" and "M is missing more often" do not
+  look alike; no summary is written for a modality absent in every row.
 - `LAYER/KEY` (image) for 4-D weights `(batch, heads, T_q, T_k)` such as
   attention maps: one image per example, its heads side by side, each map
   scaled to [0, 1]; (histogram) for any other weights.
@@ -93,7 +96,7 @@ def write_histogram(tag, values, bins=30):
     tf.summary.write(tag, tf.constant(buckets, dtype=tf.float64), metadata=metadata)
 
 
-def write_weights(path, key, value, modality_names, max_images):
+def write_weights(path, key, value, modality_names, max_images, presence=None):
     """Writes one entry of a fusion layer's weights dict to the default summary writer.
 
     Args:
@@ -102,15 +105,22 @@ def write_weights(path, key, value, modality_names, max_images):
         value: the weights on the probe batch, batch first.
         modality_names: the layer's modality names (for per-modality tags).
         max_images: examples and heads drawn for 4-D weights.
+        presence: optional `(batch, N)` 0/1 mask the layer got; per-modality
+            statistics use the rows where that modality is present.
     """
     tag = f"{path}/{key}"
-    if key == "modality_weights":
+    if key in ("modality_weights", "gates"):
+        present = (np.ones((len(value), len(modality_names)), bool) if presence is None
+                   else np.asarray(presence) > 0.5)
         for i, name in enumerate(modality_names):
-            tf.summary.scalar(f"{tag}/{name}", float(value[:, i].mean()))
-    elif key == "gates":
-        for i, name in enumerate(modality_names):
-            write_histogram(f"{tag}/{name}", value[:, i])
-            tf.summary.scalar(f"{path}/gates_mean/{name}", float(value[:, i].mean()))
+            rows = value[present[:, i], i]
+            if not len(rows):
+                continue
+            if key == "modality_weights":
+                tf.summary.scalar(f"{tag}/{name}", float(rows.mean()))
+            else:
+                write_histogram(f"{tag}/{name}", rows)
+                tf.summary.scalar(f"{path}/gates_mean/{name}", float(rows.mean()))
     elif value.ndim == 4:
         tf.summary.image(tag, map_images(value, max_images), max_outputs=max_images)
     else:
@@ -199,11 +209,12 @@ class FusionInspector(keras.callbacks.Callback):
     def write(self, step):
         """Writes every summary for `step` (called by `on_epoch_end`)."""
         weights = self._probe(self.x, batch_size=len(self.y))
+        presence = self._probe.presence(self.x, batch_size=len(self.y))
         with self._writer.as_default(step=step):
             for path, layer_weights in weights.items():
                 names = self._probe.layers[path].modality_names
                 for key, value in layer_weights.items():
-                    write_weights(path, key, value, names, self.max_images)
+                    write_weights(path, key, value, names, self.max_images, presence[path])
             if self.ablation:
                 result = modality_ablation(self.model, self.x, self.y, self.metric)
                 tag = f"{ABLATION}/{result['metric']}"

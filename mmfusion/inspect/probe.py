@@ -53,7 +53,7 @@ class FusionWeights(keras.layers.Wrapper):
         return self.layer(inputs, return_weights=True, training=training, **kwargs)[1]
 
 
-def fusion_explainer(model, layer_names=None, _prefix=""):
+def fusion_explainer(model, layer_names=None):
     """A functional model computing the weights of `model`'s fusion layers.
 
     The public route to what the fusion layers of a functional model (e.g.
@@ -84,25 +84,43 @@ def fusion_explainer(model, layer_names=None, _prefix=""):
     >>> {k: tuple(v["gates"].shape) for k, v in explainer([np.ones((5, 3)), np.ones((5, 2))]).items()}
     {'gmu': (5, 2, 4)}
     """
+    def read(layer, args, kwargs):
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("return_weights", "training")}
+        weights = FusionWeights(layer, name=f"{layer.name}_weights")(*args, **kwargs)
+        return weights if keras.tree.flatten(weights) else None
+
+    return _fusion_readout(model, layer_names, read, "explainer")
+
+
+def _fusion_presence(model, layer_names=None):
+    """A functional model outputting dict path -> the `presence` mask each
+    fusion layer of `model` gets (layers called without one are left out;
+    None when none has one)."""
+    return _fusion_readout(model, layer_names, lambda layer, args, kwargs: kwargs.get("presence"),
+                           "presence_reader")
+
+
+def _fusion_readout(model, layer_names, read, suffix, prefix=""):
+    """A model from `model.input` to dict path -> `read(layer, args, kwargs)`
+    of every fusion layer (nested functional models included), computed from
+    the tensors the layer gets inside `model`; reads giving None are left out."""
     outputs = {}
     for layer in model.layers:
-        path = _prefix + layer.name
+        path = prefix + layer.name
         if isinstance(layer, FusionLayer):
             if layer_names is not None and path not in layer_names:
                 continue
-            args, kwargs = keras_graph.call_arguments(model, layer)
-            kwargs = {k: v for k, v in kwargs.items() if k not in ("return_weights", "training")}
-            weights = FusionWeights(layer, name=f"{layer.name}_weights")(*args, **kwargs)
-            if keras.tree.flatten(weights):
-                outputs[path] = weights
+            output = read(layer, *keras_graph.call_arguments(model, layer))
+            if output is not None:
+                outputs[path] = output
         elif _contains_fusion(layer):
-            child = fusion_explainer(layer, layer_names, _prefix=path + "/")
+            child = _fusion_readout(layer, layer_names, read, suffix, prefix=path + "/")
             if child is not None:
                 args, _ = keras_graph.call_arguments(model, layer)
                 outputs.update(child(args[0]))
     if not outputs:
         return None
-    return keras.Model(model.input, outputs, name=f"{model.name}_explainer")
+    return keras.Model(model.input, outputs, name=f"{model.name}_{suffix}")
 
 
 class FusionProbe:
@@ -138,25 +156,38 @@ class FusionProbe:
         self.layers = {path: layer for path, layer in _fusion_layers(model)
                        if layer_names is None or path in layer_names}
         self.explainer = fusion_explainer(model, list(self.layers)) if self.layers else None
+        self._presence = _fusion_presence(model, list(self.layers)) if self.layers else None
 
     def __call__(self, inputs, batch_size=256):
         """Returns dict path -> weights dict of NumPy arrays for `inputs`
         (what the model takes: arrays, or a dict or list of arrays), computed
         in batches of `batch_size` examples."""
         result = {path: {} for path in self.layers}
-        if self.explainer is None:
-            return result
-        size = len(keras.tree.flatten(inputs)[0])
-        parts = [
-            keras.tree.map_structure(keras.ops.convert_to_numpy, self.explainer(
-                keras.tree.map_structure(lambda a: np.asarray(a)[i:i + batch_size], inputs),
-                training=False))
-            for i in range(0, size, batch_size)
-        ]
-        result.update({path: {key: np.concatenate([part[path][key] for part in parts])
-                              for key in weights}
-                       for path, weights in parts[0].items()})
+        result.update(_in_batches(self.explainer, inputs, batch_size))
         return result
+
+    def presence(self, inputs, batch_size=256):
+        """dict path -> `(n, N_layer)` 0/1 presence mask each fusion layer
+        gets on `inputs` (in its modality order; all ones for a layer called
+        without a mask), so statistics can be taken over present rows."""
+        size = len(keras.tree.flatten(inputs)[0])
+        result = {path: np.ones((size, len(layer.modality_names)), "float32")
+                  for path, layer in self.layers.items()}
+        result.update(_in_batches(self._presence, inputs, batch_size))
+        return result
+
+
+def _in_batches(reader, inputs, batch_size):
+    """`reader(inputs)` as NumPy, computed `batch_size` rows at a time
+    (inference mode) and concatenated; {} for no reader."""
+    if reader is None:
+        return {}
+    size = len(keras.tree.flatten(inputs)[0])
+    parts = [keras.tree.map_structure(keras.ops.convert_to_numpy, reader(
+                 keras.tree.map_structure(lambda a: np.asarray(a)[i:i + batch_size], inputs),
+                 training=False))
+             for i in range(0, size, batch_size)]
+    return keras.tree.map_structure(lambda *arrays: np.concatenate(arrays), *parts)
 
 
 def _fusion_layers(model, prefix=""):

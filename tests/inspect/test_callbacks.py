@@ -99,3 +99,39 @@ def test_probe_batch_comes_from_arrays_or_the_first_dataset_batch():
     probe_x, probe_y = _probe_batch(dataset, 4)
     np.testing.assert_array_equal(probe_x["a"][:, 0], [0, 1, 2, 3])
     np.testing.assert_array_equal(probe_y, [0, 1, 2, 3])
+
+
+def test_gate_statistics_are_over_present_rows(tmp_path):
+    """A GMU whose image is absent in half the rows: the logged gate mean and
+    histogram of the image are those of its present rows only (its absent
+    rows' zero gates would halve the mean)."""
+    from mmfusion.branches import image_cnn, tabular_mlp
+    from mmfusion.compose import build_fusion_model
+    from mmfusion.inspect import FusionProbe, fusion_weights
+
+    rng = np.random.default_rng(0)
+    n = 32
+    presence = np.ones((n, 2), "float32")
+    presence[1::2, 1] = 0.0
+    x = {"tab": rng.normal(size=(n, 3)).astype("float32"),
+         "img": rng.random((n, 4, 4, 1)).astype("float32"), "presence": presence}
+    y = np.arange(n) % 3
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model({"tab": tabular_mlp(3, units=(4,), name="tab"),
+                                "img": image_cnn((4, 4, 1), filters=(2,), name="img")},
+                               "gmu", num_outputs=3, units=8, presence=True)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    log_dir = str(tmp_path)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0,
+              callbacks=[FusionInspector(log_dir, (x, y), ablation=False)])
+    gates = fusion_weights(model, "fusion_1_gmu", x)["gates"]  # (n, 2, units)
+    np.testing.assert_array_equal(FusionProbe(model).presence(x)["fusion_1_gmu"], presence)
+    assert np.all(gates[presence[:, 1] == 0, 1] == 0)  # absent rows: zero gates
+    scalars, _ = read_events(log_dir)
+    logged = scalars["fusion"]["fusion_1_gmu/gates_mean/img"][1][-1]
+    np.testing.assert_allclose(logged, gates[presence[:, 1] == 1, 1].mean(), rtol=1e-5)
+    assert abs(logged - gates[:, 1].mean()) > 0.05
+    np.testing.assert_allclose(scalars["fusion"]["fusion_1_gmu/gates_mean/tab"][1][-1],
+                               gates[:, 0].mean(), rtol=1e-5)  # tab is present everywhere
+    (counts,) = histograms(os.path.join(log_dir, "fusion"))["fusion_1_gmu/gates/img"]
+    assert counts[:, 2].sum() == (presence[:, 1] == 1).sum() * gates.shape[2]
