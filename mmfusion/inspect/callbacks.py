@@ -13,14 +13,14 @@ functional model) and `M` a modality name:
   the layer gets), so "weighs M less" and "M is missing more often" do not
   look alike; no summary is written for a modality absent in every row.
 - `LAYER/KEY` (image) for 4-D weights `(batch, heads, T_q, T_k)` such as
-  attention maps: one image per example, its heads side by side, each map
-  scaled to [0, 1]; (histogram) for any other weights.
+  attention maps: one `mmfusion.inspect.plots.attention_figure` per example
+  (heads side by side, query and key axes, a colour bar, the example's
+  absent modalities in its title); (histogram) for any other weights.
 - `ablation/METRIC/all` and `ablation/METRIC/without_M` (scalars): the
   validation metric with every modality, and with modality M absent
   (see `mmfusion.inspect.modality_ablation`).
 """
 
-import math
 import os
 
 import keras
@@ -28,12 +28,13 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
+from mmfusion.inspect.plots import attention_figure, png_bytes
 from mmfusion.inspect.probe import FusionProbe, modality_ablation
 
 RUN = "fusion"
 ABLATION = "ablation"
 
-__all__ = ["FusionInspector", "map_images"]
+__all__ = ["FusionInspector", "attention_images"]
 
 
 def _probe_batch(validation_data, size):
@@ -45,37 +46,38 @@ def _probe_batch(validation_data, size):
     return keras.tree.map_structure(lambda a: np.asarray(a)[:size], (x, y))
 
 
-def map_images(maps, max_images, min_size=64):
-    """Images `(k, H, W, 1)` in [0, 1] of 4-D weights `(batch, heads, T_q, T_k)`.
+def attention_images(maps, max_images, title="attention", modality_names=(), presence=None):
+    """RGBA images `(k, H, W, 4)` of 4-D weights `(batch, heads, T_q, T_k)`, for `tf.summary.image`.
 
-    One image per example (the first `max_images`), its first `max_images`
-    heads side by side with a one-pixel gap; each map is scaled to [0, 1] on
-    its own and enlarged (nearest neighbour) to at least `min_size` pixels.
+    One `attention_figure` per example (the first `max_images`, each with its
+    first `max_images` heads), titled `title` and the example's index, with
+    the modalities absent in that example (`presence`) named.
 
     Args:
         maps: array `(batch, heads, T_q, T_k)`.
         max_images: number of examples, and of heads per example, drawn.
-        min_size: smallest height or width of one map, in pixels.
+        title: the figures' title.
+        modality_names: names of the columns of `presence`.
+        presence: optional `(batch, N)` 0/1 mask of the layer's modalities.
 
     Returns:
-        float32 array `(min(batch, max_images), H, W, 1)` for `tf.summary.image`.
+        uint8 array `(min(batch, max_images), H, W, 4)`.
 
     Example:
 
     >>> import numpy as np
-    >>> images = map_images(np.random.rand(5, 2, 3, 4), max_images=3)
-    >>> images.shape, float(images.max())
-    ((3, 66, 177, 1), 1.0)
+    >>> images = attention_images(np.random.rand(5, 2, 3, 4), max_images=3)
+    >>> images.shape[0], images.shape[-1], str(images.dtype)
+    (3, 4, 'uint8')
     """
-    maps = np.asarray(maps, dtype="float32")[:max_images, :max_images]
-    low = maps.min(axis=(2, 3), keepdims=True)
-    high = maps.max(axis=(2, 3), keepdims=True)
-    maps = (maps - low) / np.maximum(high - low, 1e-12)
-    scale = max(1, math.ceil(min_size / min(maps.shape[2:])))
-    maps = maps.repeat(scale, axis=2).repeat(scale, axis=3)
-    maps = np.pad(maps, ((0, 0), (0, 0), (0, 0), (0, 1)))
-    tiles = np.concatenate(list(maps.transpose(1, 0, 2, 3)), axis=-1)[..., :-1]
-    return tiles[..., None]
+    maps = np.asarray(maps)[:max_images, :max_images]
+    images = []
+    for i, example in enumerate(maps):
+        absent = ([m for m, p in zip(modality_names, presence[i]) if p <= 0.5]
+                  if presence is not None else [])
+        figure = attention_figure(example, title=f"{title}, example {i}", absent=absent)
+        images.append(tf.io.decode_png(png_bytes(figure), channels=4).numpy())
+    return np.stack(images)
 
 
 def write_histogram(tag, values, bins=30):
@@ -122,7 +124,8 @@ def write_weights(path, key, value, modality_names, max_images, presence=None):
                 write_histogram(f"{tag}/{name}", rows)
                 tf.summary.scalar(f"{path}/gates_mean/{name}", float(rows.mean()))
     elif value.ndim == 4:
-        tf.summary.image(tag, map_images(value, max_images), max_outputs=max_images)
+        tf.summary.image(tag, attention_images(value, max_images, tag, modality_names, presence),
+                         max_outputs=max_images)
     else:
         write_histogram(tag, value)
 

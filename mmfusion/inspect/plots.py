@@ -16,8 +16,8 @@ from mmfusion.fusion.base import FusionLayer
 from mmfusion.inspect import keras_graph
 
 __all__ = [
-    "contribution_bars", "fusion_diagram", "gate_vs_switch", "png_bytes", "search_progress",
-    "weight_trajectories",
+    "attention_figure", "contribution_bars", "fusion_diagram", "gate_vs_switch", "png_bytes",
+    "search_progress", "weight_trajectories",
 ]
 
 
@@ -74,6 +74,64 @@ def gate_vs_switch(gate, switch, path=None):
     ax.set_title("gate vs. hidden switch M")
     ax.legend()
     return _finish(fig, path)
+
+
+def attention_figure(maps, query_labels=None, key_labels=None, title="attention",
+                     absent=(), path=None):
+    """Heat maps of one example's attention (or affinity) maps, one panel per head.
+
+    Each panel has the keys on the x axis and the queries on the y axis
+    (labelled by position, or by `query_labels` / `key_labels`, e.g. tokens
+    or region-grid cells); every head shares one colour scale, shown by a
+    colour bar. An example with absent modalities says so in its title.
+
+    Args:
+        maps: `(T_q, T_k)` or `(heads, T_q, T_k)` array.
+        query_labels: optional `T_q` labels of the rows.
+        key_labels: optional `T_k` labels of the columns.
+        title: the figure title.
+        absent: names of the modalities absent in this example.
+        path: optional PNG path.
+
+    Returns:
+        A `Figure` (its last axes is the colour bar).
+
+    Example:
+
+    >>> import numpy as np
+    >>> fig = attention_figure(np.random.rand(2, 3, 4), key_labels=list("abcd"),
+    ...                        absent=["text"])
+    >>> len(fig.axes), fig.axes[0].get_xlabel(), fig.axes[-1].get_ylabel()
+    (3, 'key', 'weight')
+    """
+    maps = np.asarray(maps, dtype="float32")
+    maps = maps[None] if maps.ndim == 2 else maps
+    if maps.ndim != 3:
+        raise ValueError(f"attention_figure: maps must be (T_q, T_k) or (heads, T_q, T_k); "
+                         f"received shape {maps.shape}.")
+    heads, t_q, t_k = maps.shape
+    fig = Figure(figsize=(1.0 + heads * max(2.2, 0.35 * t_k), 1.2 + max(2.0, 0.3 * t_q)),
+                 layout="constrained")
+    axes = fig.subplots(1, heads, squeeze=False)[0]
+    finite = maps[np.isfinite(maps)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    for h, ax in enumerate(axes):
+        image = ax.imshow(maps[h], cmap="viridis", vmin=low, vmax=max(high, low + 1e-12),
+                          aspect="auto", interpolation="nearest")
+        ax.set_xticks(range(t_k), key_labels if key_labels is not None else range(t_k),
+                      rotation=90 if key_labels is not None else 0, fontsize=7)
+        ax.set_yticks(range(t_q), query_labels if query_labels is not None else range(t_q),
+                      fontsize=7)
+        ax.set_xlabel("key")
+        ax.set_ylabel("query" if h == 0 else "")
+        ax.set_title(f"head {h}" if heads > 1 else "", fontsize=9)
+    bar = fig.colorbar(image, ax=list(axes), fraction=0.05)
+    bar.ax.set_ylabel("weight")
+    fig.suptitle(title + (f"  [absent: {', '.join(absent)}]" if len(absent) else ""),
+                 fontsize=10)
+    if path is not None:
+        fig.savefig(path, dpi=90, format="png")
+    return fig
 
 
 def contribution_bars(without, full, metric="metric", path=None):

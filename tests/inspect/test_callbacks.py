@@ -7,7 +7,7 @@ from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.util import tensor_util
 
 from mmfusion.inspect import FusionInspector
-from mmfusion.inspect.callbacks import map_images
+from mmfusion.inspect.callbacks import attention_images
 from mmfusion.inspect.report import read_events
 from tests.inspect.conftest import EPOCHS
 
@@ -71,14 +71,26 @@ def test_weighted_sum_weights_sum_to_one_and_attention_maps_are_images(runs):
     assert len(pngs) == 3 and all(p.startswith(b"\x89PNG") for p in pngs)
 
 
-def test_map_images_scales_each_map_and_tiles_heads():
-    maps = np.zeros((2, 2, 2, 3))
-    maps[:, 0] = [[0, 1, 2], [3, 4, 5]]
-    maps[:, 1] = 7.0  # a constant map becomes all zeros, not NaN
-    images = map_images(maps, max_images=4, min_size=4)
-    assert images.shape == (2, 4, 6 + 1 + 6, 1)
-    np.testing.assert_allclose(images[0, ::2, :6:2, 0], [[0, 0.2, 0.4], [0.6, 0.8, 1.0]])
-    assert images[0, :, 6, 0].max() == 0 and np.all(images[0, :, 7:, 0] == 0)
+def test_attention_images_are_labelled_figures_marking_absent_rows():
+    from mmfusion.inspect.plots import attention_figure
+
+    maps = np.zeros((2, 3, 2, 4))
+    maps[:, 0] = [[0, 1, 2, 3], [4, 5, 6, 7]]
+    fig = attention_figure(maps[0], query_labels=["what", "shape"], key_labels=list("abcd"),
+                           title="co_attention/affinity", absent=["image"])
+    *panels, bar = fig.axes
+    assert len(panels) == 3 and bar.get_ylabel() == "weight"
+    assert [(ax.get_xlabel(), ax.get_title()) for ax in panels] == [
+        ("key", "head 0"), ("key", "head 1"), ("key", "head 2")]
+    assert panels[0].get_ylabel() == "query"
+    assert [t.get_text() for t in panels[0].get_yticklabels()] == ["what", "shape"]
+    assert [t.get_text() for t in panels[1].get_xticklabels()] == list("abcd")
+    assert bar.get_ylim() == (0.0, 7.0)  # one colour scale for every head
+    assert fig.get_suptitle() == "co_attention/affinity  [absent: image]"
+    images = attention_images(maps, max_images=2, title="t", modality_names=["text", "image"],
+                              presence=np.array([[1, 1], [1, 0]]))
+    assert images.shape[:1] == (2,) and images.shape[-1] == 4 and images.dtype == np.uint8
+    assert not np.array_equal(images[0], images[1])  # the second one's title names 'image'
 
 
 def test_inspector_is_not_a_tensorboard_subclass_and_checks_freq():
