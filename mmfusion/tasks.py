@@ -7,8 +7,9 @@ of the training data, never the test split); `Task.branches` gives fresh,
 untrained branch models for those splits.
 
     >>> import mmfusion.tasks as tasks
-    >>> tasks.available()
-    ['av_digits', 'av_text_digits', 'easy_vqa', 'synthetic']
+    >>> tasks.available()  # doctest: +NORMALIZE_WHITESPACE
+    ['av_digits', 'av_text_digits', 'avmnist', 'cmu_mosei', 'cmu_mosi', 'easy_vqa',
+     'hateful_memes', 'mmimdb', 'synthetic']
 
 A new task is one `register(Task(...))` call, in this module or in your own
 code (see `Task`).
@@ -209,7 +210,8 @@ def get(name):
     >>> get("gmu")
     Traceback (most recent call last):
     ...
-    ValueError: Unknown task 'gmu'; available: av_digits, av_text_digits, easy_vqa, synthetic.
+    ValueError: Unknown task 'gmu'; available: av_digits, av_text_digits, avmnist, cmu_mosei, \
+cmu_mosi, easy_vqa, hateful_memes, mmimdb, synthetic.
     """
     if name not in _REGISTRY:
         raise ValueError(f"Unknown task '{name}'; available: {', '.join(available())}.")
@@ -354,3 +356,148 @@ register(Task(
              "max_questions": (0, "random questions kept per split (0: all)")},
     preprocess=_question_vectorizer, breakdown=_by_answer_kind,
     description="easy-VQA: questions about generated shape images, 13 answers"))
+
+
+# Standard multimodal datasets read from their distributed files (nothing is
+# downloaded: see each loader's module for where the files come from).
+
+def _load_avmnist(data_dir=None, seed=0):
+    from mmfusion.datasets.avmnist import load_avmnist
+
+    return tuple(load_avmnist(split, data_dir=data_dir) for split in ("train", "test"))
+
+
+def _avmnist_branches(data, width=1):
+    from mmfusion.branches import image_cnn
+
+    return {"image": image_cnn((28, 28, 1), filters=(16 * width, 32 * width), embedding_dim=64,
+                               dropout=0.2, name="image"),
+            "audio": image_cnn((112, 112, 1), filters=(16 * width, 32 * width, 32 * width),
+                               embedding_dim=64, dropout=0.2, name="audio")}
+
+
+def _load_mmimdb(data_dir=None, seed=0, poster="vgg_features", plot="features"):
+    from mmfusion.datasets.mmimdb import load_mmimdb
+
+    return tuple(load_mmimdb(split, data_dir=data_dir, poster=poster, plot=plot)
+                 for split in ("train", "test"))
+
+
+def _mmimdb_branches(data, width=1):
+    from mmfusion.branches import image_cnn, tabular_mlp, text_lstm
+
+    inputs = data.splits["train"][0]
+    poster, plot = inputs["poster"], inputs["plot"]
+    branches = {"poster": image_cnn(poster.shape[1:], filters=(16 * width, 32 * width, 32 * width),
+                                    pooling="avg", embedding_dim=128, name="poster")
+                if poster.ndim == 4 else
+                tabular_mlp(poster.shape[1], units=(256 * width, 128), dropout=0.3, name="poster")}
+    if plot.dtype.kind == "i":  # word ids
+        branches["plot"] = text_lstm(int(plot.max()) + 1, sequence_length=plot.shape[1],
+                                     embedding_dim=64, units=(64 * width,), name="plot")
+    else:
+        branches["plot"] = tabular_mlp(plot.shape[1], units=(256 * width, 128), dropout=0.3,
+                                       name="plot")
+    return branches
+
+
+def _mmimdb_f1(test, predicted):
+    """Micro / macro / weighted / samples F1 of the genres (`predicted`: probabilities)."""
+    from mmfusion.datasets.mmimdb import multilabel_f1
+
+    return {"test_f1": multilabel_f1(test.labels, predicted)}
+
+
+def _load_sentiment(name):
+    def load(data_dir=None, seed=0, file="aligned_50.pkl"):
+        from mmfusion.datasets import cmu_mosi
+
+        loader = getattr(cmu_mosi, f"load_{name}")
+        return loader("train", data_dir, file), loader("test", data_dir, file)
+
+    return load
+
+
+def _sentiment_branches(data, width=1):
+    import keras
+
+    from mmfusion.branches import from_model
+
+    branches = {}
+    for m, x in data.splits["train"][0].items():
+        inputs = keras.Input(x.shape[1:])
+        h = keras.layers.LSTM(32 * width, name=f"{m}_lstm")(keras.layers.Masking()(inputs))
+        branches[m] = from_model(keras.Model(inputs, h), name=m)
+    return branches
+
+
+def _sentiment_metrics(test, predicted):
+    """MAE, correlation, 2-class (Has0 / Non0), 5- and 7-class accuracy (`predicted`: scores)."""
+    from mmfusion.datasets.cmu_mosi import sentiment_metrics
+
+    return {"test_sentiment": sentiment_metrics(test.labels, predicted)}
+
+
+def _load_hateful_memes(data_dir=None, seed=0, image_size=64, test_split="dev_seen",
+                        max_examples=0):
+    from mmfusion.datasets.hateful_memes import load_hateful_memes
+
+    return tuple(load_hateful_memes(split, data_dir, image_size=image_size,
+                                    max_examples=max_examples, seed=seed)
+                 for split in ("train", test_split))
+
+
+def _hateful_memes_branches(data, width=1):
+    from mmfusion.branches import image_cnn, text_lstm
+
+    images = data.splits["train"][0]["image"]
+    return {"image": image_cnn(images.shape[1:], filters=(16 * width, 32 * width, 64 * width),
+                               pooling="avg", embedding_dim=64, name="image"),
+            "text": text_lstm(data.preprocessors["text"].vocabulary_size(),
+                              sequence_length=MEME_TEXT_LENGTH, embedding_dim=64,
+                              units=(64 * width,), name="text")}
+
+
+MEME_TEXT_LENGTH = 24
+
+
+def _meme_vectorizer(inputs):
+    from mmfusion.branches import text_vectorizer
+
+    return {"text": text_vectorizer(inputs["text"], sequence_length=MEME_TEXT_LENGTH)}
+
+
+def _hateful_memes_auroc(test, predicted):
+    """AUROC and accuracy (`predicted`: hateful-class scores or probabilities)."""
+    from mmfusion.datasets.hateful_memes import hateful_memes_metrics
+
+    return {"test_hateful_memes": hateful_memes_metrics(test.labels, predicted)}
+
+
+register(Task(
+    "avmnist", _load_avmnist, _avmnist_branches, num_outputs=10, modalities=("image", "audio"),
+    defaults={"fusion": "concat", "epochs": 8, "head_dropout": 0.2},
+    description="AV-MNIST (MultiBench's .npy files): digit images + spoken-digit spectrograms"))
+register(Task(
+    "mmimdb", _load_mmimdb, _mmimdb_branches, num_outputs=23, head="multilabel",
+    modalities=("poster", "plot"), breakdown=_mmimdb_f1,
+    defaults={"fusion": "gmu", "epochs": 20, "head_dropout": 0.3},
+    options={"poster": ("vgg_features", "poster input: vgg_features or images"),
+             "plot": ("features", "plot input: features (word2vec mean) or sequences")},
+    description="MM-IMDb (multimodal_imdb.hdf5): 23 movie genres from posters and plots"))
+for _name, _title in (("cmu_mosi", "CMU-MOSI"), ("cmu_mosei", "CMU-MOSEI")):
+    register(Task(
+        _name, _load_sentiment(_name), _sentiment_branches, num_outputs=1, head="regression",
+        modalities=("text", "audio", "vision"), breakdown=_sentiment_metrics,
+        defaults={"fusion": "concat", "epochs": 20},
+        options={"file": ("aligned_50.pkl", "feature pickle in <data_dir>/" + _name)},
+        description=f"{_title} (MultiBench / MMSA feature pickles): sentiment in [-3, 3]"))
+del _name, _title
+register(Task(
+    "hateful_memes", _load_hateful_memes, _hateful_memes_branches, num_outputs=2,
+    modalities=("image", "text"), preprocess=_meme_vectorizer, breakdown=_hateful_memes_auroc,
+    defaults={"fusion": "concat", "epochs": 8},
+    options={"image_size": (64, "images are resized to this size"),
+             "test_split": ("dev_seen", "annotation file used as the test split"),
+             "max_examples": (0, "random memes kept per split (0: all)")},
+    description="Hateful Memes (jsonl + img/): hateful or not, AUROC"))

@@ -53,7 +53,8 @@ def test_mmfusion_imports_no_top_level_recipes():
 
 @pytest.mark.parametrize("argv, expected", [
     (["train", "gmu_synthetic"], "invalid choice: 'gmu_synthetic' (choose from 'av_digits', "
-                                 "'av_text_digits', 'synthetic')"),
+                                 "'av_text_digits', 'avmnist', 'cmu_mosei', 'cmu_mosi', "
+                                 "'easy_vqa', 'hateful_memes', 'mmimdb', 'synthetic')"),
     (["search", "nope"], "invalid choice: 'nope' (choose from 'av_digits'"),
     (["train", "synthetic", "--fusion", "nope"], "Unknown fusion 'nope' for placement "
                                                  "'intermediate'; available: attention_pooling"),

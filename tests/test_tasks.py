@@ -21,7 +21,8 @@ def rows(inputs, modality):
 
 def test_unknown_task_lists_the_choices():
     with pytest.raises(ValueError, match="Unknown task 'gmu_synthetic'; available: "
-                                         "av_digits, av_text_digits, easy_vqa, synthetic"):
+                                         "av_digits, av_text_digits, avmnist, cmu_mosei, cmu_mosi, "
+                                         "easy_vqa, hateful_memes, mmimdb, synthetic"):
         tasks.get("gmu_synthetic")
 
 
