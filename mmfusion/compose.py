@@ -42,7 +42,7 @@ from keras import ops
 from mmfusion import fusion as fusion_lib
 from mmfusion.branches import VECTOR_TAP, tap_shapes
 from mmfusion.branches.common import dense_stack, to_vector
-from mmfusion.fusion.base import large_negative, masked_mean
+from mmfusion.fusion.base import dense, large_negative, masked_mean
 from mmfusion.fusion.dropout import ModalityDropout
 from mmfusion.inspect import keras_graph
 
@@ -53,10 +53,11 @@ PRESENCE = "presence"
 PREVIOUS = "previous"
 
 PRESENCE_FORMS = ("matrix", "dict")
-ABSENT = ("zeros", "learned")
+ABSENT = ("zeros", "learned", "imputed")
 
-__all__ = ["Early", "FusionPoint", "Head", "LearnedAbsence", "Late", "MaskedPooling",
-           "PresenceColumns", "StackPresence", "ZeroAbsent", "build_fusion_model"]
+__all__ = ["Early", "FusionPoint", "Head", "ImputeAbsent", "LearnedAbsence", "Late",
+           "MaskedPooling", "PresenceColumns", "StackPresence", "ZeroAbsent",
+           "build_fusion_model"]
 
 
 @dataclass
@@ -374,6 +375,85 @@ class LearnedAbsence(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mmfusion")
+class ImputeAbsent(keras.layers.Layer):
+    """Reconstructs an absent modality's vector from the present ones, with a
+    reconstruction loss (as SMIL, Ma et al., AAAI 2021, reconstructs a missing
+    modality's features; without its meta-learning).
+
+    Used by `build_fusion_model(absent="imputed")` on every vector tap a
+    fusion layer (or a late-fusion head) reads. An MLP
+    `Dense(units, relu) -> Dense(d)` maps the other modalities' taps (each
+    zeroed where that modality is absent) to this tap; rows where the
+    modality is absent get the imputed vector. In training the layer adds
+    `loss_weight * mean squared error` between the imputed and the real tap
+    over the rows where the modality is present (`add_loss`; the real tap is
+    a constant of that loss, so the branch is not pulled toward the imputer).
+
+    Args:
+        column: the modality's column in the `(batch, N)` presence mask.
+        source_columns: the presence columns of the source taps, in order.
+        units: hidden size of the imputation MLP.
+        loss_weight: weight λ of the reconstruction loss.
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: the tap `(batch, d)`.
+        sources: list of the other modalities' taps `(batch, d_j)`.
+        presence: `(batch, N)` 0/1 presence mask.
+        training: Python bool; the loss is added only in training.
+
+    Returns:
+        `(batch, d)`: the tap, imputed in absent rows.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = ImputeAbsent(0, [1], units=4)
+    >>> tap, other = np.ones((2, 3), "float32"), np.ones((2, 2), "float32")
+    >>> out = layer(tap, sources=[other], presence=np.array([[1.0, 1.0], [0.0, 1.0]]))
+    >>> tuple(out.shape), out.numpy()[0].tolist()  # the present row is kept
+    ((2, 3), [1.0, 1.0, 1.0])
+    """
+
+    def __init__(self, column, source_columns, units=64, loss_weight=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.column = int(column)
+        self.source_columns = [int(c) for c in source_columns]
+        self.units = int(units)
+        self.loss_weight = float(loss_weight)
+        self.kernel_initializer = keras.initializers.GlorotUniform()
+
+    def build(self, inputs_shape, sources_shape=None, presence_shape=None):
+        width = sum(int(shape[-1]) for shape in sources_shape)
+        self.hidden = dense(self.units, "hidden", self, (None, width), activation="relu")
+        self.output_dense = dense(int(inputs_shape[-1]), "output", self, (None, self.units))
+
+    def _present(self, presence, column):
+        return ops.take(ops.cast(presence, "float32"), [column], axis=1) > 0.5
+
+    def call(self, inputs, sources, presence, training=None):
+        zeroed = [ops.where(self._present(presence, c), x, ops.zeros_like(x))
+                  for x, c in zip(sources, self.source_columns)]
+        imputed = self.output_dense(self.hidden(ops.concatenate(zeroed, axis=-1)))
+        present = self._present(presence, self.column)
+        if training:
+            error = ops.where(present, ops.square(imputed - ops.stop_gradient(inputs)), 0.0)
+            count = ops.maximum(ops.sum(ops.cast(present, "float32")), 1.0)
+            loss = ops.sum(ops.cast(error, "float32")) / (count * ops.shape(inputs)[-1])
+            self.add_loss(self.loss_weight * loss)
+        return ops.where(present, inputs, imputed)
+
+    def compute_output_shape(self, inputs_shape, sources_shape=None, presence_shape=None):
+        return inputs_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(column=self.column, source_columns=self.source_columns, units=self.units,
+                      loss_weight=self.loss_weight)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mmfusion")
 class StackPresence(keras.layers.Layer):
     """Stacks per-modality presence columns, given as a dict, into a `(batch, N)` mask.
 
@@ -474,6 +554,18 @@ def _fusion_layer(spec, units, kwargs, name, modalities):
 
 def _input_rank(spec):
     return fusion_lib.get_class(spec).input_rank if isinstance(spec, str) else spec.input_rank
+
+
+def _check_imputable(key, modality, x, sources):
+    if not sources:
+        raise ValueError(f"build_fusion_model: absent='imputed' reconstructs '{modality}' from "
+                         "the other modalities of its fusion point, and it has none; use "
+                         "absent='learned' or fuse it with another modality.")
+    ranks = {name: len(t.shape) for name, t in [(modality, x)] + sources}
+    if any(r != 2 for r in ranks.values()):
+        raise ValueError(f"build_fusion_model: absent='imputed' needs vector taps (rank 2); "
+                         f"the point fusing '{key}' has ranks {ranks}. Use absent='learned' "
+                         "for sequence fusion layers.")
 
 
 def _check_count(layer, names):
@@ -579,16 +671,35 @@ class _Composer:
         self.adapted[(key, rank)] = x
         return x
 
-    def fill_absent(self, x, modality, key):
-        """`x` (a fused tap of `modality`) with a learned placeholder in absent
-        rows under `absent="learned"` (one `LearnedAbsence` per tap key)."""
-        if self.absent != "learned":
-            return x
-        if ("absent", key) not in self.adapted:
-            self.adapted[("absent", key)] = LearnedAbsence(
-                self.modalities.index(modality), name=f"{key}_learned_absent",
-            )(x, presence=self.presence)
-        return self.adapted[("absent", key)]
+    def fill_absent(self, tensors, names, keys):
+        """The fused taps `tensors` (of modalities `names`, cache keys `keys`)
+        with absent rows filled: a learned placeholder (`absent="learned"`,
+        one `LearnedAbsence` per tap) or a vector imputed from the point's
+        other modalities (`absent="imputed"`, one `ImputeAbsent` per tap and
+        set of sources). A previous fusion output is left as it is."""
+        if self.absent == "zeros":
+            return list(tensors)
+        filled = []
+        for i, (x, m, key) in enumerate(zip(tensors, names, keys)):
+            sources = [j for j, n in enumerate(names) if j != i and n != PREVIOUS]
+            if m == PREVIOUS:
+                filled.append(x)
+                continue
+            if self.absent == "learned":
+                cache, layer = ("absent", key), lambda: LearnedAbsence(
+                    self.modalities.index(m), name=f"{key}_learned_absent")
+                arguments = {}
+            else:
+                _check_imputable(key, m, x, [(names[j], tensors[j]) for j in sources])
+                sources_name = "_".join(names[j] for j in sources)
+                cache, layer = ("absent", key, sources_name), lambda: ImputeAbsent(
+                    self.modalities.index(m), [self.modalities.index(names[j]) for j in sources],
+                    units=self.units or 64, name=f"{key}_imputed_from_{sources_name}")
+                arguments = {"sources": [tensors[j] for j in sources]}
+            if cache not in self.adapted:
+                self.adapted[cache] = layer()(x, presence=self.presence, **arguments)
+            filled.append(self.adapted[cache])
+        return filled
 
     def fuse(self, layer, tensors, names, presence_columns, masks=None):
         """Applies `layer` to the adapted tensors, with the matching presence
@@ -596,7 +707,7 @@ class _Composer:
         unmasked ones)."""
         _check_count(layer, names)
         kwargs = {}
-        if self.presence is not None and self.absent != "learned":
+        if self.presence is not None and self.absent == "zeros":
             columns = [c for c in presence_columns if c is not None]
             if presence_columns == list(range(len(self.modalities))):
                 kwargs["presence"] = self.presence
@@ -755,9 +866,14 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
             - `"learned"`: every fused tap (and each late-fusion head's
               input) gets a learned placeholder in absent rows
               (`LearnedAbsence`, one trained vector per tap, starting at
-              zeros), and fusion layers are not given the mask: the
-              placeholder stands for the missing modality. Needs
-              `presence` or `modality_dropout`.
+              zeros);
+            - `"imputed"`: every fused vector tap gets, in absent rows, a
+              vector reconstructed from the other modalities of its fusion
+              point (`ImputeAbsent`: an MLP of `units` hidden units trained
+              by a reconstruction loss on present rows, through `add_loss`).
+            With `"learned"` and `"imputed"` fusion layers are not given the
+            mask (the filled-in vector stands for the missing modality);
+            both need `presence` or `modality_dropout`.
         name: name of the model.
 
     Returns:
@@ -805,8 +921,8 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
     if presence_input is not None:
         inputs = {m: _zero_absent(x, presence_input, i, m) for i, (m, x) in enumerate(inputs.items())}
     _check_choice("absent", absent, ABSENT)
-    if absent == "learned" and presence_input is None:
-        raise ValueError("build_fusion_model: absent='learned' needs absent modalities: "
+    if absent != "zeros" and presence_input is None:
+        raise ValueError(f"build_fusion_model: absent={absent!r} needs absent modalities: "
                          "presence=True and/or modality_dropout > 0.")
     composer = _Composer(branches, units, tap_pooling, presence_input, absent)
     if early:
@@ -848,8 +964,7 @@ def _zero_absent(x, presence, column, modality):
 def _vector_tap(composer, modality, tap):
     """A branch tap as a vector (pooled as `adapt` does)."""
     x, mask = composer.tap(modality, tap)
-    x = composer.adapt(x, f"{modality}_{tap}", 2, f"tap '{tap}' of '{modality}'", mask=mask)
-    return composer.fill_absent(x, modality, f"{modality}_{tap}")
+    return composer.adapt(x, f"{modality}_{tap}", 2, f"tap '{tap}' of '{modality}'", mask=mask)
 
 
 def _unimodal(composer, taps):
@@ -859,7 +974,7 @@ def _unimodal(composer, taps):
         raise ValueError(f"build_fusion_model: fusion=None (a unimodal model) needs exactly "
                          f"one modality; received {list(chosen)}.")
     (m, tap), = chosen.items()
-    return _vector_tap(composer, m, tap)
+    return composer.fill_absent([_vector_tap(composer, m, tap)], [m], [f"{m}_{tap}"])[0]
 
 
 def _early(composer, inputs, spec):
@@ -870,18 +985,19 @@ def _early(composer, inputs, spec):
     for m, x in inputs.items():
         if x.dtype != "float32":
             x = keras.layers.Rescaling(1.0, dtype="float32", name=f"{m}_to_float")(x)
-        x = composer.adapt(x, m, rank, f"input '{m}'", pooling="flatten")
-        tensors.append(composer.fill_absent(x, m, m))
+        tensors.append(composer.adapt(x, m, rank, f"input '{m}'", pooling="flatten"))
     names = list(inputs)
+    tensors = composer.fill_absent(tensors, names, names)
     layer = _fusion_layer(spec.fusion, composer.units, spec.kwargs, "early_fusion", names)
     return composer.fuse(layer, tensors, names, list(range(len(names))))
 
 
 def _late(composer, spec, head):
     chosen = spec.taps or {m: VECTOR_TAP for m in composer.modalities}
-    outputs = [_head(_vector_tap(composer, m, tap), head, prefix=f"{m}_head")
-               for m, tap in chosen.items()]
     names = list(chosen)
+    taps = composer.fill_absent([_vector_tap(composer, m, tap) for m, tap in chosen.items()],
+                                names, [f"{m}_{tap}" for m, tap in chosen.items()])
+    outputs = [_head(x, head, prefix=f"{m}_head") for x, m in zip(taps, names)]
     columns = [composer.modalities.index(m) for m in names]
     if spec.combine in LATE_COMBINERS:
         if spec.kwargs:
@@ -905,11 +1021,12 @@ def _chain(composer, points):
         tensors, names, masks = [], [], []
         for m, tap in point.taps.items():
             x, mask = composer.tap(m, tap)
-            x_adapted = composer.adapt(x, f"{m}_{tap}", rank, f"tap '{tap}' of '{m}'", mask=mask)
-            tensors.append(composer.fill_absent(
-                x_adapted, m, f"{m}_{tap}" + ("_sequence" if rank == 3 else "")))
+            tensors.append(composer.adapt(x, f"{m}_{tap}", rank, f"tap '{tap}' of '{m}'",
+                                          mask=mask))
             names.append(m)
             masks.append(mask if len(x.shape) == 3 else None)
+        tensors = composer.fill_absent(tensors, names, [
+            f"{m}_{tap}" + ("_sequence" if rank == 3 else "") for m, tap in point.taps.items()])
         columns = [composer.modalities.index(m) for m in names]
         if previous is not None:
             tensors.append(composer.adapt(previous, f"{PREVIOUS}_{i - 1}", rank, "previous"))

@@ -10,8 +10,8 @@ import pytest
 
 from mmfusion import fusion
 from mmfusion.branches import image_cnn, tabular_mlp, text_lstm
-from mmfusion.compose import (Early, FusionPoint, Head, LearnedAbsence, Late, PresenceColumns,
-                              StackPresence, ZeroAbsent, build_fusion_model)
+from mmfusion.compose import (Early, FusionPoint, Head, ImputeAbsent, LearnedAbsence, Late,
+                              PresenceColumns, StackPresence, ZeroAbsent, build_fusion_model)
 from mmfusion.inspect import keras_graph
 
 N = 8
@@ -305,10 +305,64 @@ def test_learned_absence_at_early_and_late_fusion(placement):
     layer = model.get_layer(names[1])
     layer.placeholder.assign(np.full(layer.placeholder.shape, 2.0, "float32"))
     assert np.abs(predict(model, feed) - first).max() > 1e-4
-    with pytest.raises(ValueError, match="absent='learned' needs absent modalities"):
-        build_fusion_model(branches(), "gmu", absent="learned")
+    with pytest.raises(ValueError, match="absent='imputed' needs absent modalities"):
+        build_fusion_model(branches(), "gmu", absent="imputed")
     with pytest.raises(ValueError, match="absent must be one of"):
         build_fusion_model(branches(), "gmu", presence=True, absent="mean")
+
+def test_impute_absent_layer_by_numpy():
+    """Absent rows get MLP(zeroed sources); the loss is the squared error over
+    present rows (hand-computed from the layer's weights)."""
+    rng = np.random.default_rng(0)
+    tap = rng.normal(size=(6, 3)).astype("float32")
+    sources = [rng.normal(size=(6, 2)).astype("float32"), rng.normal(size=(6, 4)).astype("float32")]
+    presence = np.array([[1, 1, 1], [0, 1, 1], [1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]],
+                        "float32")
+    layer = ImputeAbsent(0, [1, 2], units=5, loss_weight=0.5)
+    out = np.asarray(layer(tap, sources=sources, presence=presence, training=True))
+    (loss,) = [float(v) for v in layer.losses]
+    w1, b1 = layer.hidden.get_weights()
+    w2, b2 = layer.output_dense.get_weights()
+    zeroed = np.concatenate([sources[0] * presence[:, 1:2], sources[1] * presence[:, 2:3]], 1)
+    imputed = np.maximum(zeroed @ w1 + b1, 0) @ w2 + b2
+    present = presence[:, 0] > 0
+    np.testing.assert_allclose(out, np.where(present[:, None], tap, imputed), rtol=1e-5,
+                               atol=1e-6)
+    expected = 0.5 * np.mean((imputed[present] - tap[present]) ** 2)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    layer(tap, sources=sources, presence=presence, training=False)
+    assert not layer.losses  # no loss at inference
+
+
+def test_imputed_absence_trains_its_reconstruction_and_reloads(tmp_path):
+    x, y = half_image_absent(placeholder=np.nan)
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model(branches(), "gmu", num_outputs=3, units=8, presence=True,
+                               absent="imputed")
+    names = sorted(l.name for l in model.layers if isinstance(l, ImputeAbsent))
+    assert names == ["a_vector_imputed_from_b", "b_vector_imputed_from_a"]
+
+    def reconstruction():
+        model(x, training=True)
+        return float(sum(keras.ops.convert_to_numpy(v) for v in model.losses))
+
+    before = reconstruction()
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=20, batch_size=8, verbose=0)
+    assert reconstruction() < 0.5 * before
+    assert np.all(np.isfinite(predict(model, x)))
+    path = str(tmp_path / "imputed.keras")
+    model.save(path)
+    np.testing.assert_allclose(predict(keras.models.load_model(path), x), predict(model, x),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="reconstructs 'a' from the other modalities"):
+        build_fusion_model({"a": tabular_mlp(3, name="a")}, None, presence=True,
+                           absent="imputed")
+    with pytest.raises(ValueError, match="needs vector taps"):
+        build_fusion_model({m: image_cnn((4, 4, 1), filters=(2,), name=m) for m in "bc"},
+                           "co_attention", taps={"b": "block_1", "c": "block_1"},
+                           presence=True, absent="imputed")
+
 
 def test_presence_as_a_dict_of_columns(tmp_path):
     """presence="dict": one column per modality by name, whatever the branch
