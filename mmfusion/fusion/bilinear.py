@@ -9,12 +9,11 @@ modality's sketch is replaced by the convolution's identity, the unit impulse
 projections with a core tensor, for which ones are no identity: there an
 absent modality's projection is the *normalized* all-ones vector
 `1 / sqrt(hidden_size)` (unit norm), so the core is averaged over that
-modality's mode at the scale of a unit-norm projection. (Plain ones, norm
-`sqrt(hidden_size)`, made absent rows' outputs about `sqrt(hidden_size)` times
-larger than present rows' and a model trained with `ModalityDropout` saw two
-scales.) A row with no present modality gives a finite, input-independent
-output. Absent rows are zeroed with `ops.where` before any arithmetic, so NaN
-or Inf placeholders never reach outputs or gradients.
+modality's mode at the scale of a unit-norm projection (plain ones, of norm
+`sqrt(hidden_size)`, put absent rows on another scale than present ones). A
+row with no present modality gives a finite, input-independent output.
+Absent rows are zeroed with `ops.where` before any arithmetic, so NaN or Inf
+placeholders never reach outputs or gradients.
 
 Mixed precision: the FFT of MCB and every signed square root + L2
 normalization run in float32 when the compute dtype is float16 or bfloat16.
@@ -306,16 +305,19 @@ class MCB(ProductFusion):
 
     def fuse(self, inputs, presence, training=None):
         impulse = ops.one_hot(0, self.sketch_size, dtype="float32")
+        # One extra zero row, dropped at the end: PyTorch's FFT fails on an empty batch.
+        spare = ops.zeros((1, self.sketch_size), "float32")
         real = imag = None
         for i, (x, (index, sign)) in enumerate(zip(mask_inputs(inputs, presence),
                                                     self.sketches)):
             sketch = self.count_sketch(ops.cast(x, "float32"), index, sign)
-            re, im = ops.rfft(fill_absent(sketch, presence, i, impulse))
+            sketch = ops.concatenate([fill_absent(sketch, presence, i, impulse), spare], axis=0)
+            re, im = ops.rfft(sketch)
             if real is None:
                 real, imag = re, im
             else:
                 real, imag = real * re - imag * im, real * im + imag * re
-        z = power_l2(ops.irfft((real, imag), fft_length=self.sketch_size),
+        z = power_l2(ops.irfft((real, imag), fft_length=self.sketch_size)[:-1],
                      self.power_norm, self.l2_norm, self.epsilon)
         return self.project_output(ops.cast(z, self.compute_dtype)), {}
 
