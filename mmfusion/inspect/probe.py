@@ -262,7 +262,8 @@ def modality_ablation(model, x, y, metric=None, presence="presence"):
 
     A modality is marked absent through the model's `presence` input when it
     has one (its column set to 0; the columns follow the order of the other
-    inputs, as in `mmfusion.compose.build_fusion_model`), else by zeroing
+    inputs, as in `mmfusion.compose.build_fusion_model`; with a dict of
+    columns, `presence="dict"`, its entry set to 0), else by zeroing
     that modality's input. Modalities are the model's inputs other than
     `presence`. Each value comes from `model.test_on_batch`, which resets the
     model's metrics.
@@ -302,8 +303,12 @@ def modality_ablation(model, x, y, metric=None, presence="presence"):
     without = {}
     for i, name in enumerate(modalities):
         if presence in names:
-            target, value = presence, np.array(_get_input(x, names, presence), dtype="float32")
-            value[:, i] = 0.0
+            target, given = presence, _get_input(x, names, presence)
+            if isinstance(given, dict):  # build_fusion_model(presence="dict")
+                value = {**given, name: np.zeros_like(np.asarray(given[name], "float32"))}
+            else:
+                value = np.array(given, dtype="float32")
+                value[:, i] = 0.0
         else:
             target, value = name, np.zeros_like(_get_input(x, names, name))
         without[name] = score(_with_input(x, names, target, value))

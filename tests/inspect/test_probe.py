@@ -72,6 +72,29 @@ def test_ablation_through_presence_renormalizes_instead_of_zeroing():
     np.testing.assert_array_equal(x["presence"], 1.0)  # the caller's data is not modified
 
 
+def test_ablation_of_a_model_with_presence_by_dict():
+    """build_fusion_model(presence="dict"): each modality is ablated through
+    its own presence column, equal to predicting with that column at 0."""
+    from mmfusion.branches import tabular_mlp
+    from mmfusion.compose import build_fusion_model
+
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model({"b": tabular_mlp(4, units=(4,), name="b"),
+                                "a": tabular_mlp(3, units=(4,), name="a")},
+                               "weighted_sum", units=4, num_outputs=2, presence="dict")
+    model.compile(loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = {"a": rng.normal(size=(16, 3)), "b": rng.normal(size=(16, 4)),
+         "presence": {"a": np.ones(16), "b": np.ones(16)}}
+    y = np.arange(16) % 2
+    result = modality_ablation(model, x, y)
+    for name in "ab":
+        feed = dict(x, presence={**x["presence"], name: np.zeros(16)})
+        expected = keras.losses.sparse_categorical_crossentropy(y, model.predict(feed, verbose=0))
+        assert result["without"][name] == pytest.approx(float(np.mean(expected)), rel=1e-4)
+    assert result["without"]["a"] != pytest.approx(result["without"]["b"], rel=1e-3)
+
+
 def test_explainer_of_a_composed_model_survives_reload(tmp_path):
     """The explainer's modality weights are softmax(θ) renormalized over the
     present modalities (the WeightedSum equations), before and after `.keras`
