@@ -113,7 +113,7 @@ def ref_lmf(layer, w, xs, p):
     for m, x in enumerate(xs):
         z = np.concatenate([np.where(p[:, m:m + 1] > 0, x, 0.0), np.ones((len(x), 1))], 1)
         factor = w[f"factor_modality_{m}"].reshape(-1, r, u)  # [j, i, k] = W_m^(i)[j, k]
-        product = product * np.einsum("bj,jik->bik", z, factor)
+        product = product * np.einsum("bj,jik->bik", z, factor, optimize=True)
     return np.einsum("bik,i->bk", product, w["rank_weights"]) + w["bias"]
 
 
@@ -154,7 +154,7 @@ def ref_mfh(layer, w, xs, p):
 def ref_tucker(layer, w, xs, p):
     """y = ((T_c ×_1 q̃) ×_2 ṽ) W_o, q̃ = tanh(q W_q) (Ben-younes et al. 2017, eq. 4-6)."""
     q, v = hidden(w, xs, p, 1 / math.sqrt(layer.hidden_size), np.tanh)
-    return dense(w, np.einsum("bi,bj,ijk->bk", q, v, w["core"]))
+    return dense(w, np.einsum("bi,bj,ijk->bk", q, v, w["core"], optimize=True))
 
 
 def ref_mutan(layer, w, xs, p):
@@ -162,7 +162,7 @@ def ref_mutan(layer, w, xs, p):
     q, v = hidden(w, xs, p, 1 / math.sqrt(layer.hidden_size), np.tanh)
     m = w["core_factor_modality_0"].reshape(layer.hidden_size, layer.rank, -1)
     n = w["core_factor_modality_1"].reshape(layer.hidden_size, layer.rank, -1)
-    return dense(w, np.einsum("bi,irk,bj,jrk->bk", q, m, v, n))
+    return dense(w, sum((q @ m[:, r]) * (v @ n[:, r]) for r in range(layer.rank)))
 
 
 def ref_block(layer, w, xs, p):
@@ -334,6 +334,7 @@ def run_all(sizes):
             if line.startswith("{"):
                 records.append(json.loads(line))
                 print(line, flush=True)
+        write_results(records)  # after each configuration, so a cut run keeps its results
     base = {(r["layer"], r["size"]): r["ms"] for r in records
             if r["bench"] == "layer" and r["config"] == "tf"}
     for r in records:
@@ -341,6 +342,10 @@ def run_all(sizes):
             r["ratio_to_tf"] = round(r["ms"] / base[(r["layer"], r["size"])], 2)
             emit(bench="ratio", config=r["config"], layer=r["layer"], size=r["size"],
                  ratio_to_tf=r["ratio_to_tf"])
+    write_results(records)
+
+
+def write_results(records):
     machine = dict(date=datetime.date.today().isoformat(), platform=platform.platform(),
                    cpus=os.cpu_count(), keras=keras.__version__)
     temporary = RESULTS + ".tmp"

@@ -439,11 +439,13 @@ class MFB(ProductFusion):
     `k · o · Σ_m (d_m + 1)`. Defaults are the paper's: `k = 5`, `o = 1000`,
     dropout 0.1.
 
-    Dropout under TensorFlow with `jit_compile=True` on CPU: Keras `Dropout`
-    draws its mask with a stateless random generator that XLA compiles to a
-    slow CPU kernel (measured ~78x a non-XLA dropout, which made MFB 4.4x
-    slower in `fit` under XLA). Inference is unaffected; for XLA training on
-    CPU, `dropout=0` avoids it.
+    Dropout under TensorFlow with `jit_compile=True` on CPU: drawing the
+    random mask is what XLA makes slow (Keras `Dropout` on a `(64, 5000)`
+    tensor: 5.6 ms without XLA, 547 ms with it; a mask from one
+    `keras.random.uniform` still took 287 ms, `benchmarks/bench_tensor_bilinear.py`),
+    so no cheaper formulation was found; this made MFB several times slower
+    in `fit` under XLA. Inference is unaffected; for XLA training on CPU,
+    `dropout=0` avoids it.
 
     Missing modalities: an absent modality's projection is replaced by ones
     (see the module docstring).
