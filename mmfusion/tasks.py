@@ -75,9 +75,11 @@ class Task:
         preprocess: optional `preprocess(train_inputs) -> dict modality ->
             callable`, learned on the training split and applied to every
             split (e.g. text vectorization).
-        breakdown: optional `breakdown(test, predicted) -> dict` of extra
-            test metrics, `test` the loader's test split and `predicted` the
-            predicted classes.
+        breakdown: optional `breakdown(test, outputs) -> dict` of extra
+            test metrics, `test` the loader's test split and `outputs` the
+            model's test predictions: class probabilities `(n, classes)`,
+            label probabilities `(n, labels)` (multilabel) or values
+            `(n, targets)` (regression).
         description: one line for `--help`.
         defaults: training settings this task's recipe starts from (keyword
             arguments of `mmfusion.recipes.train.train_task`, e.g. `epochs`).
@@ -233,8 +235,8 @@ def _synthetic_branches(data, width=1):
             for m, x in data.splits["train"][0].items()}
 
 
-def _by_switch(test, predicted):
-    correct = predicted == test.labels
+def _by_switch(test, outputs):
+    correct = outputs.argmax(axis=-1) == test.labels
     return {"test_accuracy_by_switch": {
         f"{m}_carries_signal": float(np.mean(correct[test.switch == s]))
         for m, s in (("visual", 1), ("textual", 0))}}
@@ -278,10 +280,10 @@ def _text_vectorizer(inputs):
     return {"text": text_vectorizer(inputs["text"], sequence_length=TEXT_LENGTH)}
 
 
-def _by_degraded(test, predicted):
+def _by_degraded(test, outputs):
     """Test accuracy per set of degraded modalities (`"none"`, `"audio"`, `"audio+image"`, ...)."""
     groups = {}
-    for i, ok in enumerate(predicted == test.labels):
+    for i, ok in enumerate(outputs.argmax(axis=-1) == test.labels):
         key = "+".join(m for m in sorted(test.degraded) if test.degraded[m][i]) or "none"
         groups.setdefault(key, []).append(ok)
     return {"test_accuracy_by_degraded": {k: float(np.mean(v)) for k, v in sorted(groups.items())}}
@@ -317,14 +319,14 @@ def _question_vectorizer(inputs):
     return {"question": text_vectorizer(inputs["question"], sequence_length=QUESTION_LENGTH)}
 
 
-def _by_answer_kind(test, predicted):
+def _by_answer_kind(test, outputs):
     """Test accuracy on yes/no, shape and colour questions."""
     from mmfusion.datasets.easy_vqa import ANSWERS
 
     kinds = {"yes/no": ("yes", "no"), "shape": ("circle", "rectangle", "triangle")}
     kind = np.array([next((k for k, a in kinds.items() if ANSWERS[label] in a), "colour")
                      for label in test.labels])
-    correct = predicted == test.labels
+    correct = outputs.argmax(axis=-1) == test.labels
     return {"test_accuracy_by_answer_kind": {k: float(np.mean(correct[kind == k]))
                                              for k in ("yes/no", "shape", "colour")}}
 
@@ -401,11 +403,11 @@ def _mmimdb_branches(data, width=1):
     return branches
 
 
-def _mmimdb_f1(test, predicted):
-    """Micro / macro / weighted / samples F1 of the genres (`predicted`: probabilities)."""
+def _mmimdb_f1(test, outputs):
+    """Micro / macro / weighted / samples F1 of the genres (`outputs`: probabilities)."""
     from mmfusion.datasets.mmimdb import multilabel_f1
 
-    return {"test_f1": multilabel_f1(test.labels, predicted)}
+    return {"test_f1": multilabel_f1(test.labels, outputs)}
 
 
 def _load_sentiment(name):
@@ -431,11 +433,11 @@ def _sentiment_branches(data, width=1):
     return branches
 
 
-def _sentiment_metrics(test, predicted):
-    """MAE, correlation, 2-class (Has0 / Non0), 5- and 7-class accuracy (`predicted`: scores)."""
+def _sentiment_metrics(test, outputs):
+    """MAE, correlation, 2-class (Has0 / Non0), 5- and 7-class accuracy (`outputs`: scores)."""
     from mmfusion.datasets.cmu_mosi import sentiment_metrics
 
-    return {"test_sentiment": sentiment_metrics(test.labels, predicted)}
+    return {"test_sentiment": sentiment_metrics(test.labels, np.ravel(outputs))}
 
 
 def _load_hateful_memes(data_dir=None, seed=0, image_size=64, test_split="dev_seen",
@@ -467,11 +469,11 @@ def _meme_vectorizer(inputs):
     return {"text": text_vectorizer(inputs["text"], sequence_length=MEME_TEXT_LENGTH)}
 
 
-def _hateful_memes_auroc(test, predicted):
-    """AUROC and accuracy (`predicted`: hateful-class scores or probabilities)."""
+def _hateful_memes_auroc(test, outputs):
+    """AUROC and accuracy of the hateful-class probability."""
     from mmfusion.datasets.hateful_memes import hateful_memes_metrics
 
-    return {"test_hateful_memes": hateful_memes_metrics(test.labels, predicted)}
+    return {"test_hateful_memes": hateful_memes_metrics(test.labels, outputs)}
 
 
 register(Task(

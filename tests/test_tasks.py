@@ -66,7 +66,8 @@ def test_breakdown_matches_a_count():
     data = tasks.get("synthetic").data(n_train=100, n_test=200)
     predicted = np.where(np.arange(200) % 3 == 0, 1 - data.test.labels, data.test.labels)
     wrong = np.arange(200) % 3 == 0
-    by_switch = tasks.get("synthetic").breakdown(data.test, predicted)["test_accuracy_by_switch"]
+    outputs = np.eye(2)[predicted] * 0.8 + 0.1  # class probabilities, argmax = predicted
+    by_switch = tasks.get("synthetic").breakdown(data.test, outputs)["test_accuracy_by_switch"]
     visual = data.test.switch == 1
     assert by_switch["visual_carries_signal"] == pytest.approx(1 - wrong[visual].mean())
     assert by_switch["textual_carries_signal"] == pytest.approx(1 - wrong[~visual].mean())

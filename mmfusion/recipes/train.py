@@ -190,9 +190,9 @@ def train_task(task, seed=0, data_dir=None, output=None, modalities=None, limit=
     metrics.update(train_seconds=round(seconds, 1), parameters=int(model.count_params()),
                    history={k: [float(v) for v in vs] for k, vs in history.history.items()},
                    model_path=model_path)
-    if task.breakdown is not None and task.head == "classification":
-        predicted = model.predict(datasets["test"], verbose=0).argmax(axis=-1)
-        metrics.update(task.breakdown(data.test, np.asarray(predicted)))
+    if task.breakdown is not None:
+        metrics.update(task.breakdown(data.test, np.asarray(model.predict(datasets["test"],
+                                                                          verbose=0))))
     path = os.path.join(folder, "metrics.json")
     write_json(path, metrics)
     if verbose:
