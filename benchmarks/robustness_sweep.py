@@ -84,8 +84,9 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
         write_json(os.path.join(args.out, f"robustness_{args.task}.json"),
                    {"args": vars(args), "results": summary})
-        for i, result in enumerate(results.values()):
-            result.plot(os.path.join(args.out, f"robustness_{args.task}_{i}.png"))
+        for i, (name, result) in enumerate(results.items()):
+            result.plot(os.path.join(args.out, f"robustness_{args.task}_{i}.png"),
+                        title=f"{args.task}: {name}")
 
 
 if __name__ == "__main__":

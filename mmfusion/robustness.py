@@ -240,17 +240,18 @@ class SweepResult:
                    [tuple(p) for p in data["patterns"]], np.array(data["by_rate"]),
                    np.array(data["by_pattern"]), data["metric"])
 
-    def plot(self, path=None):
+    def plot(self, path=None, title=None):
         """A figure: score vs. test-time missing rate (a line per training rate)
-        and score per presence pattern (bars grouped by pattern); a PNG at
-        `path` when given (written atomically)."""
+        and score per presence pattern (bars grouped by pattern), under
+        `title` (e.g. the model's name); a PNG at `path` when given (written
+        atomically)."""
         fig = Figure(figsize=(11, 4))
         curves, bars = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
         width = 0.8 / len(self.train_rates)
         positions = np.arange(len(self.patterns))
         for i, (r, row, by_pattern) in enumerate(zip(self.train_rates, self.by_rate,
                                                      self.by_pattern)):
-            label = f"trained at {_rate(r)}"
+            label = "as given" if r is None else f"trained at missing rate {r:g}"
             curves.plot(self.test_rates, row, marker="o", label=label)
             bars.bar(positions + (i - (len(self.train_rates) - 1) / 2) * width, by_pattern,
                      width, label=label)
@@ -263,6 +264,8 @@ class SweepResult:
         bars.set(xlabel="present modalities", ylabel=self.metric,
                  title=f"{self.metric} per presence pattern")
         bars.grid(axis="y", alpha=0.3)
+        if title:
+            fig.suptitle(title)
         fig.tight_layout()
         if path is not None:
             atomic_write(str(path), lambda tmp: fig.savefig(tmp, dpi=90, format="png"),

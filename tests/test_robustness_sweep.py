@@ -139,12 +139,14 @@ def test_result_metrics_table_save_and_plot(tmp_path):
     loaded = SweepResult.load(path)
     np.testing.assert_array_equal(loaded.by_rate, result.by_rate)
     assert loaded.patterns == result.patterns and loaded.train_rates == [0.0, 0.5]
-    fig = result.plot(path=tmp_path / "sweep.png")
+    fig = result.plot(path=tmp_path / "sweep.png", title="gmu")
+    assert fig.get_suptitle() == "gmu"
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     curves, bars = fig.axes
     assert curves.get_xlabel() == "test-time missing rate" and curves.get_ylabel() == "accuracy"
     assert [t.get_text() for t in bars.get_xticklabels()] == ["a+b", "a", "b"]
-    assert len(curves.get_legend().get_texts()) == 2
+    assert [t.get_text() for t in curves.get_legend().get_texts()] == [
+        "trained at missing rate 0", "trained at missing rate 0.5"]
     with pytest.raises(ValueError, match="test rates"):
         result.effective_robustness(SweepResult(["a", "b"], [0.0], [0.0, 1.0], [],
                                                 np.zeros((1, 2)), np.zeros((1, 0))))
