@@ -808,7 +808,8 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
 
     Args:
         branches: dict modality -> branch model (from `mmfusion.branches`; its
-            input must be named after the modality). The model inputs are named
+            input must be named after the modality, plus `{name}_presence`
+            for a branch built with `presence=True`). The model inputs are named
             after the modalities, in this order. For early fusion a value may
             also be an input shape tuple (branches are not run then: only
             their input specs are used).
