@@ -36,6 +36,7 @@ import tensorflow as tf
 from keras import ops
 
 from mmfusion import fusion
+from mmfusion.files import write_json
 from mmfusion.fusion.base import mask_inputs
 from mmfusion.fusion.tensor import append_one
 
@@ -348,10 +349,7 @@ def run_all(sizes):
 def write_results(records):
     machine = dict(date=datetime.date.today().isoformat(), platform=platform.platform(),
                    cpus=os.cpu_count(), keras=keras.__version__)
-    temporary = RESULTS + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump({"machine": machine, "records": records}, f, indent=1)
-    os.replace(temporary, RESULTS)
+    write_json(RESULTS, {"machine": machine, "records": records}, indent=1)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import keras  # noqa: E402
 
 from mmfusion import fusion, tasks  # noqa: E402
 from mmfusion.compose import build_fusion_model  # noqa: E402
-from mmfusion.recipes.train import write_json  # noqa: E402
+from mmfusion.files import write_json, write_text  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (normal beyond).
@@ -189,7 +189,6 @@ def main(argv=None):
     task = tasks.get(args.task)
     stem = args.task + (f"-md{args.modality_dropout:g}" if args.modality_dropout else "")
     output = args.output or str(RESULTS / f"{stem}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     settings = {k: getattr(args, k) for k in ("task", "epochs", "units", "batch_size",
                                               "learning_rate", "modality_dropout", "limit",
                                               "max_questions")}
@@ -217,9 +216,8 @@ def main(argv=None):
                   f"({runs[-1]['fit_wall_s']:.0f} s)", flush=True)
             write_json(output, report)
     markdown = table(report)
-    with open(output[:-len(".json")] + ".md", "w") as f:
-        f.write(f"{args.task}, {json.dumps(settings)}, {report['date']}, {report['machine']}\n\n"
-                f"{markdown}\n")
+    write_text(output[:-len(".json")] + ".md", f"{args.task}, {json.dumps(settings)}, "
+               f"{report['date']}, {report['machine']}\n\n{markdown}\n")
     print(markdown)
     return report
 

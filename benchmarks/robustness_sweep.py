@@ -22,7 +22,7 @@ import keras  # noqa: E402
 
 from mmfusion import tasks  # noqa: E402
 from mmfusion.compose import Late, build_fusion_model  # noqa: E402
-from mmfusion.recipes.train import write_json  # noqa: E402
+from mmfusion.files import write_json  # noqa: E402
 from mmfusion.robustness import missing_rate_sweep  # noqa: E402
 
 OPTIONS = ("zeros", "learned", "imputed")

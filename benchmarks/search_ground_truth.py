@@ -37,7 +37,8 @@ from mmfusion.search.features import feature_branches, pack  # noqa: E402
 from mmfusion.search.hypermodel import FusionHyperModel, FusionTuner  # noqa: E402
 from mmfusion.search.run import DEFAULT_FUSIONS, load_task, make_oracle, prepare  # noqa: E402
 from mmfusion.search.space import architecture_key  # noqa: E402
-from mmfusion.search.state import read_json, write_json  # noqa: E402
+from mmfusion.files import write_json  # noqa: E402
+from mmfusion.search.state import read_json  # noqa: E402
 
 ORACLES = ("mfas", "random", "bayesian")
 

@@ -9,12 +9,11 @@ command line: `mmfusion train TASK ...` and `python -m recipes.TASK ...`.
 """
 
 import argparse
-import json
 import os
-import tempfile
 import time
 
 from mmfusion import tasks
+from mmfusion.files import save_model, write_json
 
 # Settings of `train_task` that a task's `defaults` may change.
 DEFAULTS = {"fusion": "concat", "placement": "intermediate", "units": 64, "epochs": 8,
@@ -23,7 +22,7 @@ _LOSSES = {"classification": ("sparse_categorical_crossentropy", "accuracy"),
            "regression": ("mse", "mae"),
            "multilabel": ("binary_crossentropy", "binary_accuracy")}
 
-__all__ = ["DEFAULTS", "build_parser", "main", "settings", "train_task", "write_json"]
+__all__ = ["DEFAULTS", "build_parser", "main", "settings", "train_task"]
 
 
 def settings(task, **overrides):
@@ -45,40 +44,6 @@ epochs, fusion, head_dropout, head_units, learning_rate, placement, units.
         raise ValueError(f"Unknown training setting(s) {unknown} for task '{task.name}'; "
                          f"settings: {', '.join(sorted(DEFAULTS))}.")
     return {**DEFAULTS, **task.defaults, **overrides}
-
-
-def write_json(path, value):
-    """Writes `value` as JSON atomically (a temporary file, then `os.replace`).
-
-    Example:
-
-    >>> path = str(getfixture("tmp_path") / "metrics.json")
-    >>> write_json(path, {"test_accuracy": 0.5})
-    >>> open(path).read()
-    '{\\n  "test_accuracy": 0.5\\n}'
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w") as f:
-            json.dump(value, f, indent=2)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
-def _save_model(model, path):
-    """`model.save(path)` atomically (Keras wants the `.keras` suffix on the temporary file too)."""
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                         prefix=".tmp-", suffix=".keras")
-    os.close(handle)
-    try:
-        model.save(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def _check_fusion(fusion, placement):
@@ -180,7 +145,7 @@ def train_task(task, seed=0, data_dir=None, output=None, modalities=None, limit=
                         callbacks=[keras.callbacks.TensorBoard(logs)])
     seconds = time.time() - start
     model_path = os.path.join(folder, "model.keras")
-    _save_model(model, model_path)
+    save_model(model, model_path)
     metrics = {"task": task.name, "seed": seed, "modalities": modalities, **config,
                "limit": limit,  # load options that are not settings (preloaded data) are left out
                "options": {k: v for k, v in (options or {}).items() if k in task.options}}

@@ -9,7 +9,8 @@ from mmfusion.branches import tap_shapes
 from mmfusion.compose import build_fusion_model
 from mmfusion.search.oracle import MFASOracle
 from mmfusion.search.space import FusionSpace
-from mmfusion.search.state import read_json, write_json
+from mmfusion.files import write_json
+from mmfusion.search.state import read_json
 
 __all__ = ["FusionHyperModel", "FusionTuner", "MFASTuner"]
 

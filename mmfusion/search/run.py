@@ -23,7 +23,8 @@ from mmfusion.search.features import (FeatureCache, feature_branches, pack, pret
 from mmfusion.search.baselines import BayesianOptimizationOracle, RandomSearchOracle
 from mmfusion.search.hypermodel import FusionHyperModel, FusionTuner
 from mmfusion.search.oracle import MFASOracle
-from mmfusion.search.state import load_weights, read_json, save_weights, write_json
+from mmfusion.files import write_json
+from mmfusion.search.state import load_weights, read_json, save_weights
 
 ORACLES = ("mfas", "random", "bayesian")
 DEFAULT_FUSIONS = ("concat", "gmu", "lmf", "mfb")

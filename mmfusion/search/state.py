@@ -1,7 +1,7 @@
 """Crash-safe search state: atomic writes, validated reads, consistent resumes.
 
-Every file a search writes goes through `atomic_write` (a temporary file in
-the same folder, flushed to disk, then `os.replace`), so a process killed at
+Every file a search writes goes through `mmfusion.files.atomic_write` (a
+temporary file in the same folder, flushed to disk, then `os.replace`), so a process killed at
 any moment leaves either the old or the new file, never a partial one.
 Readers (`read_json`, `load_weights`, `load_arrays`) turn a damaged file into
 a `CorruptStateError` naming the file and how to recover.
@@ -17,12 +17,13 @@ trial, so it is neither lost nor counted twice).
 
 import json
 import os
-import tempfile
 
 import keras_tuner
 
-__all__ = ["CorruptStateError", "CrashSafeOracle", "atomic_write", "load_arrays",
-           "load_weights", "read_json", "save_arrays", "save_weights", "write_json"]
+from mmfusion.files import atomic_write, write_json
+
+__all__ = ["CorruptStateError", "CrashSafeOracle", "load_arrays", "load_weights", "read_json",
+           "save_arrays", "save_weights"]
 
 _STATUS = keras_tuner.engine.trial.TrialStatus
 
@@ -40,59 +41,6 @@ class CorruptStateError(RuntimeError):
 def _corrupt(path, error, recovery):
     return CorruptStateError(f"Search state file '{path}' is damaged or incomplete "
                              f"({type(error).__name__}: {error}). {recovery}")
-
-
-def atomic_write(path, write, suffix=""):
-    """Writes a file atomically: `write(temporary_path)`, then `os.replace`.
-
-    Args:
-        path: the final file.
-        write: callable writing the whole file at the path it is given.
-        suffix: ending of the temporary name (some writers need one, e.g.
-            `".weights.h5"`).
-
-    Example:
-
-    >>> import os
-    >>> path = os.path.join(str(getfixture("tmp_path")), "a.txt")
-    >>> atomic_write(path, lambda tmp: open(tmp, "w").write("done"))
-    >>> open(path).read(), os.listdir(os.path.dirname(path))
-    ('done', ['a.txt'])
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix,
-                                         dir=folder)
-    os.close(handle)
-    try:
-        write(temporary)
-        with open(temporary, "rb+") as f:  # on disk before it replaces the old file
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
-def write_json(path, obj):
-    """Writes `obj` as JSON, atomically (see `atomic_write`).
-
-    Example:
-
-    >>> import os
-    >>> path = os.path.join(str(getfixture("tmp_path")), "state.json")
-    >>> write_json(path, {"step": 3})
-    >>> read_json(path)
-    {'step': 3}
-    """
-    text = json.dumps(obj)
-
-    def write(temporary):
-        with open(temporary, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
 
 
 def read_json(path, recovery="Delete it (or start again with overwrite=True) to recover."):
