@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 
 from mmfusion import fusion, tasks  # noqa: E402
+from mmfusion.branches import VECTOR_TAP, tap_shapes  # noqa: E402
 from mmfusion.compose import build_fusion_model  # noqa: E402
 from mmfusion.files import write_json, write_text  # noqa: E402
 
@@ -84,8 +85,8 @@ def parse_row(spec):
 
 def sequence_tap(branch):
     """The deepest non-vector tap of rank 3 or 4 of a branch."""
-    taps = [name for name, tensor in zip(branch.output_names, branch.outputs)
-            if name != "vector" and len(tensor.shape) in (3, 4)]
+    taps = [name for name, shape in tap_shapes(branch).items()
+            if name != VECTOR_TAP and len(shape) in (3, 4)]
     if not taps:
         raise ValueError(f"branch '{branch.name}' has no sequence tap for a sequence layer")
     return taps[-1]
@@ -106,12 +107,12 @@ def run_one(task, data, row, seed, args):
     modalities = list(branches)
     if row.endswith(" alone"):
         modality = row[:-len(" alone")]
-        name, kwargs, taps = None, {}, {modality: "vector"}
+        name, kwargs, taps = None, {}, {modality: VECTOR_TAP}
         branches = {modality: branches[modality]}
     else:
         name, kwargs = parse_row(row)
         sequence = fusion.get_class(name).input_rank == 3
-        taps = {m: sequence_tap(b) if sequence else "vector" for m, b in branches.items()}
+        taps = {m: sequence_tap(b) if sequence else VECTOR_TAP for m, b in branches.items()}
     dropout = args.modality_dropout if name else 0.0
     model = build_fusion_model(branches, name, num_outputs=task.num_outputs, taps=taps,
                                units=args.units, fusion_kwargs=kwargs or None,
