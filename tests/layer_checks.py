@@ -1,10 +1,10 @@
-"""Checks shared by the fusion-layer tests: every layer must pass all of them."""
+"""Helpers of the fusion-layer tests: inputs, NumPy references and checks on
+one layer instance. The contract every layer must pass is `mmfusion.testing`."""
 
 import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 
 def random_inputs(sizes, batch=4, seed=0, time_steps=None):
@@ -58,21 +58,6 @@ def assert_save_load_identical(layer, inputs, tmp_path, presence=None):
     return reloaded
 
 
-def assert_every_weight_gets_gradient(layer, inputs, presence=None, training=True):
-    """Every trainable weight receives a non-zero gradient of sum(output**2)."""
-    tensors = [tf.constant(x) for x in inputs]
-    layer(tensors, presence=presence)
-    with tf.GradientTape() as tape:
-        out = layer(tensors, presence=presence, training=training)
-        loss = tf.reduce_sum(tf.square(out)) + sum(layer.losses)
-    grads = tape.gradient(loss, layer.trainable_weights)
-    assert layer.trainable_weights, f"{layer.name} has no trainable weights"
-    for w, g in zip(layer.trainable_weights, grads):
-        assert g is not None, f"no gradient for {w.path}"
-        g = keras.ops.convert_to_numpy(g)
-        assert np.all(np.isfinite(g)), f"non-finite gradient for {w.path}"
-        assert np.any(g != 0), f"zero gradient for {w.path}"
-
 
 def assert_absent_modality_ignored(layer, inputs, absent=0, **call_kwargs):
     """With modality `absent` marked absent, changing its input changes nothing,
@@ -92,38 +77,6 @@ def assert_absent_modality_ignored(layer, inputs, absent=0, **call_kwargs):
     assert not np.allclose(full, second), "the absent modality never mattered"
 
 
-def assert_fits_with_jit(layer, inputs, epochs=2):
-    """A model with the layer compiles with `jit_compile=True` and fits."""
-    tensors = [keras.Input(shape=x.shape[1:]) for x in inputs]
-    fused = layer(tensors)
-    if len(fused.shape) > 2:
-        fused = keras.layers.Flatten()(fused)
-    model = keras.Model(tensors, keras.layers.Dense(1)(fused))
-    model.compile(optimizer="adam", loss="mse", jit_compile=True)
-    target = np.random.default_rng(1).normal(size=(inputs[0].shape[0], 1)).astype("float32")
-    history = model.fit(inputs, target, epochs=epochs, batch_size=len(target), verbose=0)
-    assert np.all(np.isfinite(history.history["loss"]))
-
-
-def assert_bad_inputs_rejected(layer_factory, sizes, time_steps=None):
-    """Wrong modality count, rank and batch raise a ValueError naming layer and modality."""
-    import pytest
-
-    good = random_inputs(sizes, time_steps=time_steps)
-    layer = layer_factory()
-    layer(good)
-    with pytest.raises(ValueError, match=type(layer).__name__):
-        layer(good[:1])
-    wrong_rank = list(good)
-    wrong_rank[1] = good[1][..., None]
-    with pytest.raises(ValueError, match="modality_1"):
-        layer_factory()(wrong_rank)
-    wrong_batch = list(good)
-    wrong_batch[1] = good[1][:-1]
-    with pytest.raises(ValueError, match="batch size"):
-        layer_factory()(wrong_batch)
-    with pytest.raises(ValueError, match="presence"):
-        layer(good, presence=np.ones((good[0].shape[0], len(sizes) + 1), "float32"))
 
 
 def interaction_accuracies(fuses, size=3, n_train=1000, n_test=500, epochs=6, seed=0):

@@ -1,10 +1,13 @@
 """Runs every registered fusion layer under the backend of `KERAS_BACKEND`.
 
-`python -m tests.backends.backend_worker DIR` trains, saves and reloads a
-small model around each layer and writes `DIR/<backend>.json`. Models saved
-by an earlier run under another backend (`DIR/<name>.keras` with reference
-inputs and predictions in `DIR/<name>.npz`) are loaded and predicted too, so
-the test can compare predictions across backends. The first run writes them.
+`python -m tests.backends.backend_worker DIR` writes `DIR/<backend>.json`:
+for each layer, the fusion-layer contract (`mmfusion.testing`, every check
+on two modalities: "passed" or the failure message) and a small model's
+losses before and after training, saved and reloaded (the contract under
+TensorFlow is checked by tests/fusion/test_every_layer.py). Models saved by an
+earlier run under another backend (`DIR/<name>.keras` with reference inputs
+and predictions in `DIR/<name>.npz`) are loaded and predicted too, so the
+test can compare predictions across backends. The first run writes them.
 """
 
 import json
@@ -15,7 +18,9 @@ import keras
 import numpy as np
 
 from mmfusion import fusion
-from tests.fusion.test_every_layer import make_inputs
+from mmfusion.testing import CHECKS, LayerCase, run_fusion_layer_test
+
+SIZES = (6, 10)
 
 
 def build_model(name, xs):
@@ -27,9 +32,25 @@ def build_model(name, xs):
     return keras.Model(tensors + [presence], keras.layers.Dense(1)(fused))
 
 
+def contract(name):
+    """`{check: "passed" or the failure}` for `fusion.get(name, units=8)`."""
+    cls = fusion.get_class(name)
+    results = {}
+    for check in CHECKS:
+        if check == "keras_mask" and cls.input_rank != 3:
+            continue
+        try:
+            run_fusion_layer_test(cls, {"units": 8}, SIZES, checks=[check])
+        except AssertionError as error:
+            results[check] = str(error)
+        else:
+            results[check] = "passed"
+    return results
+
+
 def check_layer(name, directory):
     keras.utils.set_random_seed(0)
-    xs = make_inputs(name, 2, batch=16)
+    xs = LayerCase(fusion.get_class(name), sizes=SIZES, batch=16).inputs()
     presence = np.ones((16, 2), "float32")
     presence[::4, 0] = 0
     feeds = xs + [presence]
@@ -59,13 +80,17 @@ def check_layer(name, directory):
         reloaded = keras.saving.load_model(path)
         result["reload_max_error"] = float(
             np.abs(reloaded.predict(feeds, verbose=0) - model.predict(feeds, verbose=0)).max())
+    if keras.backend.backend() != "tensorflow":  # tests/fusion checks TensorFlow
+        result["contract"] = contract(name)
     return result
 
 
 def main(directory):
     results = {name: check_layer(name, directory) for name in fusion.available()}
-    with open(os.path.join(directory, f"{keras.backend.backend()}.json"), "w") as f:
+    path = os.path.join(directory, f"{keras.backend.backend()}.json")
+    with open(path + ".tmp", "w") as f:
         json.dump(results, f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@ import keras
 import numpy as np
 import pytest
 
-from mmfusion import fusion
 from mmfusion.fusion import (
     AttentionPooling,
     BilinearAttention,
@@ -12,8 +11,6 @@ from mmfusion.fusion import (
 )
 from tests.layer_checks import (
     assert_absent_modality_ignored,
-    assert_every_weight_gets_gradient,
-    assert_save_load_identical,
     numpy_dense,
     numpy_softmax,
     random_inputs,
@@ -139,28 +136,7 @@ def test_bilinear_attention_matches_numpy():
     _close(out, x.sum(1))
 
 
-# Defaults are checked for every registered layer in test_every_layer.py;
-# these are the non-default configurations.
-VARIANTS = {
-    "attention_pooling": lambda: AttentionPooling(units=8, use_bias=False),
-    "cross_modal_attention": lambda: CrossModalAttention(units=8, num_heads=1, feed_forward=False),
-    "co_attention": lambda: CoAttention(units=8, attention_units=4),
-    "stacked_attention": lambda: StackedAttention(units=8, attention_units=4, hops=1),
-    "bilinear_attention": lambda: BilinearAttention(units=8, attention_units=4, glimpses=2),
-}
 
-
-@pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_contract_of_variants(name, tmp_path):
-    layer = VARIANTS[name]
-    steps = None if layer().input_rank == 2 else STEPS
-    xs = random_inputs(SIZES, time_steps=steps)
-    presence = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], "float32")
-    assert_save_load_identical(layer(), xs, tmp_path, presence=presence)
-    assert_every_weight_gets_gradient(layer(), xs)
-    for absent in (0, 1):
-        assert_absent_modality_ignored(layer(), xs, absent=absent)
-    assert type(fusion.get(name, units=8)) is type(layer())
 
 
 def test_bad_element_mask_is_rejected():

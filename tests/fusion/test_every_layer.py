@@ -1,90 +1,113 @@
-"""The fusion-layer contract, checked for every registered layer.
+"""The fusion-layer contract (`mmfusion.testing`), checked for every
+registered layer and for the non-default configurations of each family.
 
 Layers that land later are covered automatically: each must work as
 `mmfusion.fusion.get(name, units=8)` on two modalities of sizes 6 and 10
 (vectors, or sequences of lengths 5 and 7), and N-modal layers on three.
+Each (configuration, check) pair is one test, so a known failure is marked
+on exactly that pair (`KNOWN_FAILURES`, strict: it must be removed once the
+layer passes).
 """
 
 import numpy as np
 import pytest
 
 from mmfusion import fusion
-from tests.layer_checks import (
-    assert_absent_modality_ignored,
-    assert_bad_inputs_rejected,
-    assert_every_weight_gets_gradient,
-    assert_fits_with_jit,
-    assert_save_load_identical,
+from mmfusion.fusion import (
+    LMF,
+    AttentionPooling,
+    AutoFusion,
+    BilinearAttention,
+    CoAttention,
+    CrossModalAttention,
+    GANFusion,
+    MultimodalSets,
+    StackedAttention,
 )
+from mmfusion.testing import CHECKS, run_fusion_layer_test
 
 SIZES = {2: (6, 10), 3: (6, 10, 4)}
-TIME_STEPS = (5, 7, 3)
+
+# Non-default configurations of each family: (class, constructor arguments, modalities).
+BILINEAR_SMALL = {
+    "mcb": dict(sketch_size=32),
+    "mlb": dict(rank=8),
+    "mfb": dict(factor=2),
+    "mfh": dict(factor=2),
+    "mutan": dict(hidden_size=6, core_size=5, rank=2),
+    "tucker": dict(hidden_size=6, core_size=5),
+    "block": dict(hidden_size=8, chunks=2, rank=2),
+}
+VARIANTS = {
+    **{f"{name}_small": (fusion.get_class(name), dict(units=4, **kwargs),
+                         3 if fusion.get_class(name).accepts(3) else 2)
+       for name, kwargs in BILINEAR_SMALL.items()},
+    "lmf_rank_2": (LMF, dict(units=4, rank=2), 3),
+    "attention_pooling_no_bias": (AttentionPooling, dict(units=8, use_bias=False), 2),
+    "cross_modal_one_head_no_ffn": (CrossModalAttention,
+                                    dict(units=8, num_heads=1, feed_forward=False), 2),
+    "co_attention_small": (CoAttention, dict(units=8, attention_units=4), 2),
+    "stacked_attention_one_hop": (StackedAttention, dict(units=8, attention_units=4, hops=1), 2),
+    "bilinear_attention_2_glimpses": (BilinearAttention,
+                                      dict(units=8, attention_units=4, glimpses=2), 2),
+    **{f"multimodal_sets_{p}": (MultimodalSets, dict(units=8, pooling=p), 2)
+       for p in ("sum", "mean", "transformer")},
+    "autofusion_weight_0.1": (AutoFusion, dict(units=8, reconstruction_weight=0.1), 2),
+    "gan_fusion_single_target": (GANFusion, dict(units=8, target=1, adversarial_weight=0.5), 2),
+}
 
 
-def make_inputs(name, n_modalities, batch=4, seed=0):
-    rng = np.random.default_rng(seed)
-    sizes = SIZES[n_modalities]
-    if fusion.get_class(name).input_rank == 2:
-        return [rng.normal(size=(batch, d)).astype("float32") for d in sizes]
-    return [rng.normal(size=(batch, t, d)).astype("float32")
-            for t, d in zip(TIME_STEPS, sizes)]
-
-
-def cases():
+def configurations():
+    """`{id: (class, constructor arguments, sizes)}`: every registered layer
+    with 2 and 3 modalities where it takes them, then `VARIANTS`."""
+    found = {}
     for name in fusion.available():
         cls = fusion.get_class(name)
         for n in (2, 3):
-            if n >= cls.min_modalities and (cls.max_modalities is None or n <= cls.max_modalities):
-                yield pytest.param(name, n, id=f"{name}-{n}")
+            if cls.accepts(n):
+                found[f"{name}-{n}"] = (cls, {"units": 8}, SIZES[n])
+    for key, (cls, kwargs, n) in VARIANTS.items():
+        found[key] = (cls, kwargs, SIZES[n])
+    return found
 
 
-def factory(name):
-    return lambda: fusion.get(name, units=8)
+CONFIGURATIONS = configurations()
+
+# (configuration id, check) -> why it fails today. Strict: a pair that passes
+# fails the run until its entry is removed.
+KNOWN_FAILURES = {}
 
 
-@pytest.mark.parametrize("name, n", list(cases()))
-def test_save_load_reproduces_outputs(name, n, tmp_path):
-    xs = make_inputs(name, n)
-    presence = np.ones((4, n), "float32")
-    presence[0, 0] = presence[1, n - 1] = 0
-    assert_save_load_identical(factory(name)(), xs, tmp_path, presence=presence)
+def contract_cases():
+    for key, (cls, _, _) in CONFIGURATIONS.items():
+        for check in CHECKS:
+            if check == "keras_mask" and cls.input_rank != 3:
+                continue
+            reason = KNOWN_FAILURES.get((key, check))
+            marks = [pytest.mark.xfail(strict=True, reason=f"{check}: {reason}")] if reason else []
+            yield pytest.param(key, check, marks=marks, id=f"{key}-{check}")
 
 
-@pytest.mark.parametrize("name, n", list(cases()))
-def test_every_weight_gets_a_gradient(name, n):
-    assert_every_weight_gets_gradient(factory(name)(), make_inputs(name, n))
+@pytest.mark.parametrize("key, check", list(contract_cases()))
+def test_contract(key, check):
+    cls, kwargs, sizes = CONFIGURATIONS[key]
+    assert run_fusion_layer_test(cls, kwargs, sizes, checks=[check]) == [check]
 
 
-@pytest.mark.parametrize("name, n", list(cases()))
-@pytest.mark.parametrize("absent", [0, 1])
-def test_absent_modality_is_ignored(name, n, absent):
-    assert_absent_modality_ignored(factory(name)(), make_inputs(name, n), absent=absent)
-
-
-@pytest.mark.parametrize("name, n", list(cases()))
-def test_fits_with_jit_compile(name, n):
-    assert_fits_with_jit(factory(name)(), make_inputs(name, n))
-
-
-@pytest.mark.parametrize("name", fusion.available())
-def test_bad_inputs_are_rejected(name):
-    cls = fusion.get_class(name)
-    time_steps = None if cls.input_rank == 2 else 5
-    assert_bad_inputs_rejected(factory(name), SIZES[2], time_steps=time_steps)
+def test_known_failures_name_real_cases():
+    unknown = sorted(set(KNOWN_FAILURES) - {
+        (key, check) for key in CONFIGURATIONS for check in CHECKS})
+    assert not unknown, unknown
 
 
 @pytest.mark.parametrize("name", fusion.available())
 def test_modality_count_limits(name):
     cls = fusion.get_class(name)
+    rng = np.random.default_rng(0)
+    shape = (4, 5) if cls.input_rank == 3 else (4,)
+    xs = [rng.normal(size=shape + (d,)).astype("float32") for d in SIZES[3]]
     with pytest.raises(ValueError, match=f"{cls.__name__}.*modalities"):
-        fusion.get(name, units=8)(make_inputs(name, 2)[:1])
+        fusion.get(name, units=8)(xs[:1])
     if cls.max_modalities == 2:
         with pytest.raises(ValueError, match=f"{cls.__name__}.*exactly 2.*take 3 modalities: .*mlb"):
-            fusion.get(name, units=8)(make_inputs(name, 3))
-
-
-@pytest.mark.parametrize("name", fusion.available())
-def test_config_round_trip(name):
-    layer = fusion.get(name, units=8)
-    clone = type(layer).from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
+            fusion.get(name, units=8)(xs)

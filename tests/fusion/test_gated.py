@@ -4,11 +4,6 @@ import pytest
 
 from mmfusion.fusion import GMU
 from tests.layer_checks import (
-    assert_absent_modality_ignored,
-    assert_bad_inputs_rejected,
-    assert_every_weight_gets_gradient,
-    assert_fits_with_jit,
-    assert_save_load_identical,
     random_inputs,
     weights_by_name,
 )
@@ -86,16 +81,6 @@ def test_bimodal_gating_rejects_three_modalities():
         GMU(units=4, gating="tanh")
 
 
-@pytest.mark.parametrize("sizes", [(3, 5), (3, 5, 4)])
-def test_contract(sizes, tmp_path):
-    xs = random_inputs(sizes)
-    presence = np.ones((4, len(sizes)), "float32")
-    presence[1, 0] = 0
-    assert_save_load_identical(GMU(units=4), xs, tmp_path, presence=presence)
-    assert_every_weight_gets_gradient(GMU(units=4), xs)
-    assert_absent_modality_ignored(GMU(units=4), xs, absent=1)
-    assert_fits_with_jit(GMU(units=4), xs)
-    assert_bad_inputs_rejected(lambda: GMU(units=4), sizes)
 
 
 def test_gmu_dict_inputs_name_weights_after_modalities():

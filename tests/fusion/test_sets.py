@@ -12,9 +12,6 @@ from tests.fusion.test_attention import (
     check_non_finite_placeholders,
 )
 from tests.layer_checks import (
-    assert_absent_modality_ignored,
-    assert_every_weight_gets_gradient,
-    assert_save_load_identical,
     numpy_dense,
     numpy_softmax,
     random_inputs,
@@ -126,14 +123,6 @@ def test_element_mask_as_model_input_saves_and_loads(tmp_path):
     np.testing.assert_array_equal(reloaded.predict(xs + MASKS, verbose=0), out)
 
 
-@pytest.mark.parametrize("pooling", ["sum", "mean", "transformer"])
-def test_contract_of_non_default_poolings(pooling, tmp_path):
-    xs = random_inputs(SIZES, time_steps=STEPS)
-    presence = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], "float32")
-    assert_save_load_identical(MultimodalSets(8, pooling), xs, tmp_path, presence=presence)
-    assert_every_weight_gets_gradient(MultimodalSets(8, pooling), xs)
-    for absent in (0, 1):
-        assert_absent_modality_ignored(MultimodalSets(8, pooling), xs, absent=absent)
 
 
 def test_unknown_pooling_is_rejected():

@@ -5,11 +5,6 @@ import pytest
 from mmfusion import fusion
 from mmfusion.fusion import Concatenate, WeightedSum
 from tests.layer_checks import (
-    assert_absent_modality_ignored,
-    assert_bad_inputs_rejected,
-    assert_every_weight_gets_gradient,
-    assert_fits_with_jit,
-    assert_save_load_identical,
     random_inputs,
     weights_by_name,
 )
@@ -81,15 +76,6 @@ FACTORIES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(FACTORIES))
-def test_contract(name, tmp_path):
-    xs = random_inputs(SIZES)
-    presence = np.array([[1, 1, 0], [0, 1, 1], [1, 1, 1], [1, 0, 1]], "float32")
-    assert_save_load_identical(FACTORIES[name](), xs, tmp_path, presence=presence)
-    assert_every_weight_gets_gradient(FACTORIES[name](), xs)
-    assert_absent_modality_ignored(FACTORIES[name](), xs, absent=1)
-    assert_fits_with_jit(FACTORIES[name](), xs)
-    assert_bad_inputs_rejected(FACTORIES[name], SIZES)
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))

@@ -6,11 +6,6 @@ import pytest
 
 from mmfusion.fusion import LMF, TFN
 from tests.layer_checks import (
-    assert_absent_modality_ignored,
-    assert_bad_inputs_rejected,
-    assert_every_weight_gets_gradient,
-    assert_fits_with_jit,
-    assert_save_load_identical,
     interaction_accuracies,
     random_inputs,
     weights_by_name,
@@ -191,22 +186,6 @@ def test_dtype_policies(cls, policy):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.cast(y, "float32")),
                                expected, atol=tolerance * np.abs(expected).max())
 
-
-FACTORIES = {
-    "tfn": lambda: TFN(units=4),
-    "lmf": lambda: LMF(units=4, rank=2),
-}
-
-
-@pytest.mark.parametrize("name", sorted(FACTORIES))
-def test_contract(name, tmp_path):
-    xs = random_inputs(SIZES)
-    presence = np.array([[1, 1, 0], [0, 1, 1], [1, 1, 1], [0, 0, 0]], "float32")
-    assert_save_load_identical(FACTORIES[name](), xs, tmp_path, presence=presence)
-    assert_every_weight_gets_gradient(FACTORIES[name](), xs)
-    assert_absent_modality_ignored(FACTORIES[name](), xs, absent=1)
-    assert_fits_with_jit(FACTORIES[name](), xs)
-    assert_bad_inputs_rejected(FACTORIES[name], SIZES)
 
 
 def test_get_config_round_trip():
