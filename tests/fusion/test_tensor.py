@@ -187,7 +187,6 @@ def test_dtype_policies(cls, policy):
                                expected, atol=tolerance * np.abs(expected).max())
 
 
-
 def test_get_config_round_trip():
     for layer in (TFN(units=3, activation="relu", use_bias=False, modalities=["a", "b"]),
                   LMF(units=3, rank=7, use_rank_weights=False, modalities=["a", "b"])):
