@@ -21,67 +21,7 @@ BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 # fails the run until its entry is removed. (TensorFlow's contract is checked
 # in tests/fusion/test_every_layer.py.)
 KNOWN_FAILURES = {
-    ("jax", "attention_pooling", "mixed_precision"): "non-finite output under mixed_float16",
-    ("jax", "bilinear_attention", "placeholders"): "NaN in absent rows reaches the output",
-    ("jax", "bilinear_attention", "mixed_precision"): "non-finite output under mixed_float16",
-    ("jax", "block", "placeholders"): "NaN in absent rows reaches the output",
-    ("jax", "block", "distinct_weights"): "two weights start identical",
-    ("jax", "co_attention", "placeholders"): "NaN in absent rows reaches the output",
-    ("jax", "co_attention", "mixed_precision"): "non-finite output under mixed_float16",
-    ("jax", "co_attention", "distinct_weights"):
-        "affinity_kernel and query_kernel start identical",
-    ("jax", "cross_modal_attention", "placeholders"): "NaN in absent rows reaches the output",
-    ("jax", "cross_modal_attention", "mixed_precision"):
-        "sublayers ignore the dtype policy (mixed_float16)",
-    ("jax", "gmu", "mixed_precision"): "non-finite output under mixed_float16",
-    ("jax", "mcb", "placeholders"): "NaN in absent rows reaches the output",
-    ("jax", "mcb", "mixed_precision"): "raises under a mixed policy (e.g. RFFT in float16)",
-    ("jax", "mfb", "placeholders"): "NaN in absent rows reaches the output",
-    ("jax", "mfb", "mixed_precision"): "sublayers ignore the dtype policy (mixed_float16)",
-    ("jax", "mfh", "placeholders"): "NaN in absent rows reaches the output",
-    ("jax", "mfh", "mixed_precision"): "sublayers ignore the dtype policy (mixed_float16)",
-    ("jax", "mfh", "distinct_weights"):
-        "kernel_0_modality_0 and kernel_1_modality_0 start identical",
-    ("jax", "mlb", "placeholders"): "NaN in absent rows reaches the output",
-    ("jax", "mutan", "placeholders"): "NaN in absent rows reaches the output",
-    ("jax", "mutan", "distinct_weights"): "two weights start identical",
-    ("jax", "stacked_attention", "placeholders"): "NaN in absent rows reaches the output",
-    ("jax", "stacked_attention", "mixed_precision"): "non-finite output under mixed_float16",
-    ("jax", "stacked_attention", "distinct_weights"): "two weights start identical",
-    ("jax", "tucker", "placeholders"): "NaN in absent rows reaches the output",
-    ("jax", "weighted_sum", "mixed_precision"): "non-finite output under mixed_float16",
-    ("torch", "attention_pooling", "empty_batch"): "a batch of size 0 raises",
-    ("torch", "bilinear_attention", "placeholders"): "NaN in absent rows reaches the output",
-    ("torch", "bilinear_attention", "empty_batch"): "a batch of size 0 raises",
-    ("torch", "block", "placeholders"): "NaN in absent rows reaches the output",
-    ("torch", "block", "distinct_weights"): "two weights start identical",
-    ("torch", "co_attention", "placeholders"): "NaN in absent rows reaches the output",
-    ("torch", "co_attention", "empty_batch"): "a batch of size 0 raises",
-    ("torch", "co_attention", "mixed_precision"): "fails under a float64/mixed policy",
-    ("torch", "co_attention", "distinct_weights"):
-        "affinity_kernel and query_kernel start identical",
-    ("torch", "cross_modal_attention", "placeholders"): "NaN in absent rows reaches the output",
-    ("torch", "cross_modal_attention", "empty_batch"): "a batch of size 0 raises",
-    ("torch", "cross_modal_attention", "mixed_precision"):
-        "sublayers ignore the dtype policy (float64)",
-    ("torch", "mcb", "placeholders"): "NaN in absent rows reaches the output",
-    ("torch", "mcb", "empty_batch"): "a batch of size 0 raises",
-    ("torch", "mcb", "mixed_precision"): "fails under a float64/mixed policy",
-    ("torch", "mfb", "placeholders"): "NaN in absent rows reaches the output",
-    ("torch", "mfb", "mixed_precision"): "sublayers ignore the dtype policy (float64)",
-    ("torch", "mfh", "placeholders"): "NaN in absent rows reaches the output",
-    ("torch", "mfh", "mixed_precision"): "sublayers ignore the dtype policy (float64)",
-    ("torch", "mfh", "distinct_weights"):
-        "kernel_0_modality_0 and kernel_1_modality_0 start identical",
-    ("torch", "mlb", "placeholders"): "NaN in absent rows reaches the output",
-    ("torch", "multimodal_sets", "empty_batch"): "a batch of size 0 raises",
-    ("torch", "mutan", "placeholders"): "NaN in absent rows reaches the output",
-    ("torch", "mutan", "distinct_weights"): "two weights start identical",
-    ("torch", "stacked_attention", "placeholders"): "NaN in absent rows reaches the output",
-    ("torch", "stacked_attention", "empty_batch"): "a batch of size 0 raises",
-    ("torch", "stacked_attention", "mixed_precision"): "fails under a float64/mixed policy",
-    ("torch", "stacked_attention", "distinct_weights"): "two weights start identical",
-    ("torch", "tucker", "placeholders"): "NaN in absent rows reaches the output",
+    ("torch", "mcb", "empty_batch"): "MKL FFT error for a batch of size 0",
 }
 
 
