@@ -326,8 +326,9 @@ class FusionLayer(keras.layers.Layer):
             inputs are cast to the compute dtype.
         presence: optional `(batch, n_modalities)` mask (array, tensor,
             nested list; float, int or bool): 1 where a modality is present,
-            0 where it is absent. Concrete values other than 0/1 raise a
-            `ValueError`; symbolic values are thresholded at 0.5. What an
+            0 where it is absent. Other values are thresholded: a modality
+            is present where its value is above 0.5 (so -1 means absent and
+            2 present; a soft presence is not supported). What an
             absent modality means is documented by each subclass.
         return_weights: if True, return `(output, weights_dict)` where
             `weights_dict` holds the weighting the layer learned to apply
@@ -517,14 +518,7 @@ class FusionLayer(keras.layers.Layer):
 
     def _check_presence(self, presence, batch):
         n = len(self.modality_names)
-        if isinstance(presence, (list, tuple, bool, np.ndarray)):
-            values = np.asarray(presence)
-            if values.size and not np.all((values == 0) | (values == 1)):
-                raise ValueError(
-                    f"{self._label}: `presence` must hold only 0 (absent) and 1 "
-                    f"(present); received values {sorted(set(values.ravel().tolist()))[:6]}."
-                )
-            presence = values.astype("float32")
+        presence = ops.convert_to_tensor(presence)
         shape = tuple(presence.shape)
         if len(shape) != 2 or shape[1] != n or (
             batch is not None and shape[0] is not None and shape[0] != batch[1]
@@ -534,7 +528,6 @@ class FusionLayer(keras.layers.Layer):
                 f"{self._label}: `presence` must have shape {expected}, one column "
                 f"per modality {self.modality_names}; received shape {shape}."
             )
-        presence = ops.convert_to_tensor(presence)
         if keras.backend.standardize_dtype(presence.dtype) != "bool":
             presence = ops.cast(presence, "float32") > 0.5
         return ops.cast(presence, self.compute_dtype)
