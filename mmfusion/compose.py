@@ -44,7 +44,7 @@ from mmfusion.branches import VECTOR_TAP, tap_shapes
 from mmfusion.branches.common import dense_stack, to_vector
 from mmfusion.fusion.base import dense, large_negative, masked_mean
 from mmfusion.fusion.dropout import ModalityDropout
-from mmfusion.inspect import keras_graph
+from mmfusion import keras_internals
 
 PLACEMENTS = ("early", "intermediate", "late")
 HEADS = ("classification", "regression")
@@ -612,7 +612,7 @@ class _Composer:
         `x` by a small model over the branch's own mask graph (a nested
         model's outputs do not carry their masks)."""
         branch = self.branches[modality]
-        masks = {tap: keras_graph.keras_mask(t) for tap, t in branch.output.items()}
+        masks = {tap: keras_internals.keras_mask(t) for tap, t in branch.output.items()}
         masks = {tap: m for tap, m in masks.items() if m is not None}
         if not masks:
             return {}

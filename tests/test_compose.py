@@ -12,7 +12,7 @@ from mmfusion import fusion
 from mmfusion.branches import image_cnn, tabular_mlp, text_lstm
 from mmfusion.compose import (Early, FusionPoint, Head, ImputeAbsent, LearnedAbsence, Late,
                               PresenceColumns, StackPresence, ZeroAbsent, build_fusion_model)
-from mmfusion.inspect import keras_graph
+from mmfusion import keras_internals
 
 N = 8
 RNG = np.random.default_rng(0)
@@ -24,11 +24,6 @@ Y = np.arange(N) % 3
 def branches():
     return {"a": tabular_mlp(3, units=(5, 4), name="a"),
             "b": image_cnn((4, 4, 1), filters=(2,), name="b")}
-
-
-def fits(n_inputs, cls):
-    return n_inputs >= cls.min_modalities and (cls.max_modalities is None
-                                               or n_inputs <= cls.max_modalities)
 
 
 def predict(model, x):
@@ -58,7 +53,7 @@ def test_every_vector_fusion_layer_builds_fits_and_reloads(placement, tmp_path):
     n_inputs, kwargs = PLACEMENTS[placement]
     built = []
     for name in fusion.available(input_rank=2):
-        if not fits(n_inputs, fusion.get_class(name)):
+        if not fusion.get_class(name).accepts(n_inputs):
             continue
         keras.utils.set_random_seed(0)
         model = build_fusion_model(branches(), num_outputs=3, units=8, head_units=(),
@@ -413,7 +408,7 @@ def test_unimodal_model_and_regression_head():
 
 def test_sequence_taps_reach_sequence_layers():
     sequence_layers = [n for n in fusion.available(input_rank=3)
-                       if fits(2, fusion.get_class(n))]
+                       if fusion.get_class(n).accepts(2)]
     if not sequence_layers:
         pytest.skip("no sequence fusion layer registered yet")
     text = {"t": text_lstm(10, sequence_length=4, embedding_dim=3, units=(4,), name="t"),
@@ -573,7 +568,7 @@ def test_masked_max_pooling_and_unmasked_taps_keep_tap_pooling():
     assert model.get_layer("b_block_1_max").output.shape == (None, 2)  # no mask: plain pooling
 
 
-SEQUENCE_LAYERS = sorted(n for n in fusion.available(input_rank=3) if fits(2, fusion.get_class(n)))
+SEQUENCE_LAYERS = fusion.available(input_rank=3, n_modalities=2)
 
 
 @pytest.mark.parametrize("name", SEQUENCE_LAYERS)
@@ -587,7 +582,7 @@ def test_sequence_fusion_ignores_padding_of_a_masked_tap(name):
     np.testing.assert_allclose(with_padding_row(model, 3.0), first, atol=1e-6)
     # The composer passes the mask itself (a nested model's outputs carry
     # none in the graph): the text tap's mask, None for the feature map.
-    _, kwargs = keras_graph.call_arguments(model, model.get_layer(f"fusion_1_{name}"))
+    _, kwargs = keras_internals.call_arguments(model, model.get_layer(f"fusion_1_{name}"))
     t_mask, b_mask = kwargs["mask"]
     assert b_mask is None
     np.testing.assert_array_equal(keras.Model(model.inputs, t_mask)(

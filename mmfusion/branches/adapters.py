@@ -3,6 +3,7 @@
 import keras
 
 from mmfusion.branches.common import POOLINGS, VECTOR_TAP, to_vector
+from mmfusion.keras_internals import call_count
 
 __all__ = ["from_model"]
 
@@ -42,9 +43,9 @@ def _tap_outputs(model, taps):
         if id(layer) not in order:
             raise ValueError(f"from_model: layer '{layer.name}' (tap '{tap}') is not a layer "
                              f"of model '{model.name}'.")
-        if len(layer._inbound_nodes) != 1:
+        if call_count(layer) != 1:
             raise ValueError(f"from_model: layer '{layer.name}' (tap '{tap}') is called "
-                             f"{len(layer._inbound_nodes)} times in model '{model.name}'; "
+                             f"{call_count(layer)} times in model '{model.name}'; "
                              "tap a layer with one output.")
         found.append((order[id(layer)], tap, layer.output))
     return {tap: tensor for _, tap, tensor in sorted(found, key=lambda item: item[0])}

@@ -17,25 +17,12 @@ from mmfusion.fusion.base import (
     softmax_over_valid,
 )
 from mmfusion.fusion.registry import register
+from mmfusion.keras_internals import MultiHeadAttention
 
 __all__ = [
     "AttentionPooling", "BilinearAttention", "CoAttention", "CrossModalAttention",
     "StackedAttention",
 ]
-
-class _MultiHeadAttention(keras.layers.MultiHeadAttention):
-    """`keras.layers.MultiHeadAttention` whose projections (query, key,
-    value, output) each get their own initializer. Keras clones one
-    initializer config per projection, so a seeded initializer would give
-    equal query, key and value kernels."""
-
-    def _get_common_kwargs_for_sublayer(self):
-        kwargs = super()._get_common_kwargs_for_sublayer()
-        self._projections_made = getattr(self, "_projections_made", 0) + 1
-        kwargs["kernel_initializer"] = fresh_initializer(
-            self._kernel_initializer, f"projection_{self._projections_made}")
-        return kwargs
-
 
 class AttentionBlock(keras.layers.Layer):
     """Post-norm transformer block used by the sequence layers (not exported):
@@ -54,7 +41,7 @@ class AttentionBlock(keras.layers.Layer):
         self.units = units
         self.feed_forward = feed_forward
         self.kernel_initializer = kernel_initializer
-        self.attention = _MultiHeadAttention(
+        self.attention = MultiHeadAttention(
             num_heads, key_dim, dropout=dropout, use_bias=False,
             kernel_initializer=fresh_initializer(kernel_initializer, "attention"),
             name="attention", dtype=self.dtype_policy,

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mmfusion.fusion.base import FusionLayer
-from mmfusion.inspect import keras_graph
+from mmfusion import keras_internals
 
 __all__ = [
     "attention_figure", "contribution_bars", "fusion_diagram", "gate_vs_switch", "png_bytes",
@@ -232,7 +232,7 @@ def search_progress(scores, direction="max", path=None):
 
 # ----------------------------------------------------------------- diagram
 def _tap_label(tensor):
-    op, index, _ = keras_graph.producer(tensor)
+    op, index, _ = keras_internals.producer(tensor)
     name = op.name
     if isinstance(op, keras.Model):
         keys = [p for p, _ in keras.tree.flatten_with_path(op.output)]
@@ -250,17 +250,17 @@ class _Graph:
         for name in [t.name for t in model.inputs]:
             self.boxes[name] = (name, 0)
         for layer in self.fusion:
-            args, kwargs = keras_graph.call_arguments(model, layer)
-            for tensor in keras_graph.keras_tensors(args):
+            args, kwargs = keras_internals.call_arguments(model, layer)
+            for tensor in keras_internals.keras_tensors(args):
                 self._link(self._tap(tensor), layer.name, dashed=False)
-            for tensor in keras_graph.keras_tensors(kwargs):
+            for tensor in keras_internals.keras_tensors(kwargs):
                 for source in self._sources(tensor):
                     self._link(source, layer.name, dashed=True)
             self.boxes[layer.name] = (f"{layer.name}\n{type(layer).__name__}", 2 + self.depth(layer))
         column = 1 + max(c for _, c in self.boxes.values())
         fusion_names = {l.name for l in self.fusion}
         for tensor in model.outputs:
-            name = keras_graph.producer(tensor)[0].name
+            name = keras_internals.producer(tensor)[0].name
             key = f"output:{name}"
             self.boxes[key] = (f"output\n{name}", column)
             for source in sorted(self._sources(tensor) & fusion_names):
@@ -274,16 +274,16 @@ class _Graph:
         """Names of the model inputs and fusion layers `tensor` is computed
         from; with `data_only`, through positional arguments only (a tap's
         modality data, not the `presence=` that zeroes its absent rows)."""
-        op, _, arguments = keras_graph.producer(tensor)
+        op, _, arguments = keras_internals.producer(tensor)
         if id(op) in self._fusion_ids or arguments is None:
             return {op.name}
         arguments = arguments[0] if data_only else arguments
         return set().union(*(self._sources(t, data_only)
-                             for t in keras_graph.keras_tensors(arguments)))
+                             for t in keras_internals.keras_tensors(arguments)))
 
     def _tap(self, tensor):
         """The box a fusion input comes from (a tap box linked to its sources)."""
-        op = keras_graph.producer(tensor)[0]
+        op = keras_internals.producer(tensor)[0]
         if id(op) in self._fusion_ids or isinstance(op, keras.layers.InputLayer):
             return op.name
         sources = self._sources(tensor, data_only=True)

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 
 from mmfusion.fusion.base import FusionLayer
-from mmfusion.inspect import keras_graph
+from mmfusion import keras_internals
 
 __all__ = ["FusionProbe", "FusionWeights", "fusion_explainer", "fusion_weights", "modality_ablation"]
 
@@ -110,13 +110,13 @@ def _fusion_readout(model, layer_names, read, suffix, prefix=""):
         if isinstance(layer, FusionLayer):
             if layer_names is not None and path not in layer_names:
                 continue
-            output = read(layer, *keras_graph.call_arguments(model, layer))
+            output = read(layer, *keras_internals.call_arguments(model, layer))
             if output is not None:
                 outputs[path] = output
         elif _contains_fusion(layer):
             child = _fusion_readout(layer, layer_names, read, suffix, prefix=path + "/")
             if child is not None:
-                args, _ = keras_graph.call_arguments(model, layer)
+                args, _ = keras_internals.call_arguments(model, layer)
                 outputs.update(child(args[0]))
     if not outputs:
         return None
@@ -197,10 +197,10 @@ def _fusion_layers(model, prefix=""):
     for layer in model.layers:
         path = prefix + layer.name
         if isinstance(layer, FusionLayer):
-            keras_graph.call_arguments(model, layer)
+            keras_internals.call_arguments(model, layer)
             found.append((path, layer))
         elif _contains_fusion(layer):
-            keras_graph.call_arguments(model, layer)
+            keras_internals.call_arguments(model, layer)
             found.extend(_fusion_layers(layer, path + "/"))
     return found
 

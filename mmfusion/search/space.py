@@ -30,11 +30,7 @@ __all__ = ["FusionSpace", "architecture_key"]
 
 def _fits(name, n_inputs):
     cls = fusion_lib.get_class(name)
-    if cls.input_rank != 2:
-        return False
-    return cls.min_modalities <= n_inputs and (
-        cls.max_modalities is None or n_inputs <= cls.max_modalities
-    )
+    return cls.input_rank == 2 and cls.accepts(n_inputs)
 
 
 def architecture_key(architecture):

@@ -1,18 +1,20 @@
-"""The one place mmfusion reads Keras internals of functional graphs.
+"""The one place mmfusion uses Keras internals.
 
 Keras 3 keeps the call graph of a functional model in private attributes
 (`Model._nodes`, `Operation._inbound_nodes`, `KerasTensor._keras_history`,
 node keys `"<id>_ib-<index>"`) and a symbolic tensor's mask in a private
 attribute too. The functions here read them and return plain Python values
-(operations, argument structures of Keras tensors, mask tensors), so the
-rest of mmfusion only uses public Keras API; a Keras change breaks only this
-module and its tests.
+(operations, argument structures of Keras tensors, mask tensors, call
+counts), and `MultiHeadAttention` overrides the private hook that makes
+its projections, so the rest of mmfusion only uses public Keras API; a
+Keras change breaks only this module and its tests.
 """
 
 import keras
 from keras.src.backend import get_keras_mask
 
-__all__ = ["call_arguments", "keras_mask", "keras_tensors", "producer"]
+__all__ = ["MultiHeadAttention", "call_arguments", "call_count", "keras_mask", "keras_tensors",
+           "producer"]
 
 
 def call_arguments(model, layer):
@@ -108,3 +110,42 @@ def keras_mask(tensor):
     ((None, 4), None)
     """
     return get_keras_mask(tensor)
+
+
+def call_count(layer):
+    """How many times `layer` has been called on symbolic tensors (its graph nodes).
+
+    Example:
+
+    >>> dense = keras.layers.Dense(2)
+    >>> _ = dense(keras.Input((3,))), dense(keras.Input((3,)))
+    >>> call_count(dense)
+    2
+    """
+    return len(layer._inbound_nodes)
+
+
+class MultiHeadAttention(keras.layers.MultiHeadAttention):
+    """`keras.layers.MultiHeadAttention` whose projections (query, key, value,
+    output) each get a fresh copy of the initializer
+    (`mmfusion.fusion.fresh_initializer`). Keras clones one initializer config
+    for every projection, so a seeded initializer gives equal query, key and
+    value kernels; the override is of Keras's private
+    `_get_common_kwargs_for_sublayer`.
+
+    Example:
+
+    >>> mha = MultiHeadAttention(1, 4, kernel_initializer=keras.initializers.GlorotUniform(seed=1))
+    >>> mha.build((None, 2, 4), (None, 3, 4))
+    >>> bool((mha.query_dense.kernel.numpy() == mha.key_dense.kernel.numpy()).all())
+    False
+    """
+
+    def _get_common_kwargs_for_sublayer(self):
+        from mmfusion.fusion.base import fresh_initializer
+
+        kwargs = super()._get_common_kwargs_for_sublayer()
+        self._projections_made = getattr(self, "_projections_made", 0) + 1
+        kwargs["kernel_initializer"] = fresh_initializer(
+            self._kernel_initializer, f"projection_{self._projections_made}")
+        return kwargs
