@@ -47,7 +47,7 @@ from mmfusion.fusion.dropout import ModalityDropout
 from mmfusion import keras_internals
 
 PLACEMENTS = ("early", "intermediate", "late")
-HEADS = ("classification", "regression")
+HEADS = ("classification", "regression", "multilabel")
 LATE_COMBINERS = ("average", "weighted")
 PRESENCE = "presence"
 PREVIOUS = "previous"
@@ -150,9 +150,10 @@ class Head:
     """The task head: an MLP then the output layer.
 
     Attributes:
-        kind: `"classification"` (softmax over `num_outputs` classes) or
+        kind: `"classification"` (softmax over `num_outputs` classes),
+            `"multilabel"` (an independent sigmoid per label) or
             `"regression"` (`num_outputs` linear outputs).
-        num_outputs: number of classes or regression targets.
+        num_outputs: number of classes, labels or regression targets.
         units: hidden sizes of the MLP (per modality for late fusion).
         dropout: dropout rate in the MLP.
 
@@ -163,6 +164,12 @@ class Head:
     ...                            head=Head("regression", num_outputs=2, units=()))
     >>> model.output.shape
     (None, 2)
+    >>> import numpy as np
+    >>> genres = build_fusion_model({"a": tabular_mlp(3, name="a")}, None,
+    ...                             head=Head("multilabel", num_outputs=4))
+    >>> probabilities = genres.predict({"a": np.ones((2, 3))}, verbose=0)
+    >>> probabilities.shape, bool(((probabilities > 0) & (probabilities < 1)).all())
+    ((2, 4), True)
     """
 
     kind: str = "classification"
@@ -722,15 +729,17 @@ class _Composer:
 
 
 def _head(x, head, prefix):
-    """MLP then the output layer (logits for classification)."""
+    """MLP then the output layer (logits for classification and multilabel)."""
     x, _ = dense_stack(x, head.units, head.dropout, prefix=prefix)
-    name = f"{prefix}_logits" if head.kind == "classification" else f"{prefix}_output"
+    name = f"{prefix}_output" if head.kind == "regression" else f"{prefix}_logits"
     return keras.layers.Dense(head.num_outputs, name=name)(x)
 
 
 def _finish(x, head):
     if head.kind == "classification":
         return keras.layers.Activation("softmax", name="prediction")(x)
+    if head.kind == "multilabel":
+        return keras.layers.Activation("sigmoid", name="prediction")(x)
     return keras.layers.Identity(name="prediction")(x)
 
 
@@ -820,7 +829,7 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
               `placement` with `taps` and `fusion_kwargs` (the older form);
               for `placement="late"` also `"average"` or `"weighted"`;
             - None: a unimodal model (one modality): its tap goes to the head.
-        head: a `Head`, or its kind (`"classification"` or `"regression"`)
+        head: a `Head`, or its kind (`"classification"`, `"multilabel"` or `"regression"`)
             with `num_outputs`, `head_units` and `head_dropout`.
         num_outputs: number of classes or regression targets (with a kind).
         placement: `"early"`, `"intermediate"` or `"late"` for a fusion given

@@ -114,3 +114,15 @@ def test_task_loads_and_builds_branches(tmp_path):
     # Genres absent from these 3 movies and never predicted count as F1 = 0 in
     # the macro average (scikit-learn's default, which the GMU code used).
     assert perfect == {"f1_micro": 1.0, "f1_macro": 4 / 23, "f1_weighted": 1.0, "f1_samples": 1.0}
+
+
+def test_task_trains_with_a_multilabel_head(tmp_path):
+    import mmfusion
+    from mmfusion.recipes.train import train_task
+
+    metrics = train_task("mmimdb", data_dir=write_mmimdb(tmp_path), output=str(tmp_path / "run"),
+                         epochs=1, verbose=0)
+    model = mmfusion.load_model(metrics["model_path"])
+    assert model.get_layer("prediction").activation.__name__ == "sigmoid"
+    assert set(metrics["test_f1"]) == {"f1_micro", "f1_macro", "f1_weighted", "f1_samples"}
+    assert 0.0 <= metrics["test_binary_accuracy"] <= 1.0
