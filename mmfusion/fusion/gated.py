@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from mmfusion.fusion.base import FusionLayer, constructor_config, mask_inputs, renormalize
+from mmfusion.fusion.base import FusionLayer, constructor_config, dense, mask_inputs, renormalize
 from mmfusion.fusion.registry import register
 
 __all__ = ["GMU"]
@@ -87,12 +87,9 @@ class GMU(FusionLayer):
     def build_fusion(self, shapes):
         n = len(shapes)
         self.resolved_gating = self._resolved_gating(n)
-        self.kernels = [self.add_kernel(f"kernel_{name}", (s[-1], self.units))
-                        for name, s in zip(self.modality_names, shapes)]
-        self.biases = [
-            self.add_weight(name=f"bias_{name}", shape=(self.units,), initializer="zeros")
-            for name in self.modality_names
-        ] if self.use_bias else None
+        self.projections = [dense(self.units, f"projection_{name}", self, shape, "tanh",
+                                  self.use_bias)
+                            for name, shape in zip(self.modality_names, shapes)]
         n_gates = 1 if self.resolved_gating == "bimodal" else n
         total = sum(s[-1] for s in shapes)
         self.gate_kernel = self.add_kernel("gate_kernel", (total, n_gates * self.units))
@@ -103,13 +100,8 @@ class GMU(FusionLayer):
     def fuse(self, inputs, presence, training=None):
         inputs = mask_inputs(inputs, presence)
         n = len(inputs)
-        hidden = []
-        for i, x in enumerate(inputs):
-            h = ops.matmul(x, self.kernels[i])
-            if self.use_bias:
-                h = h + self.biases[i]
-            hidden.append(ops.tanh(h))
-        hidden = ops.stack(hidden, axis=1)  # (batch, N, units)
+        # (batch, N, units)
+        hidden = ops.stack([p(x) for p, x in zip(self.projections, inputs)], axis=1)
 
         logits = ops.matmul(ops.concatenate(inputs, axis=-1), self.gate_kernel)
         if self.use_bias:

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from mmfusion.fusion.base import FusionLayer, constructor_config, mask_inputs, renormalize
+from mmfusion.fusion.base import FusionLayer, constructor_config, dense, mask_inputs, renormalize
 from mmfusion.fusion.registry import register
 
 __all__ = ["Concatenate", "WeightedSum"]
@@ -124,12 +124,9 @@ class WeightedSum(FusionLayer):
                     "Set `units` to project them to a common size."
                 )
         else:
-            self.kernels = [self.add_kernel(f"kernel_{name}", (s[-1], self.units))
-                            for name, s in zip(self.modality_names, shapes)]
-            self.biases = [
-                self.add_weight(name=f"bias_{name}", shape=(self.units,), initializer="zeros")
-                for name in self.modality_names
-            ] if self.use_bias else None
+            self.projections = [dense(self.units, f"projection_{name}", self, shape,
+                                      self.activation, self.use_bias)
+                                for name, shape in zip(self.modality_names, shapes)]
         self.modality_logits = self.add_weight(
             name="modality_logits", shape=(len(shapes),),
             initializer="zeros" if self.normalize else "ones",
@@ -137,15 +134,8 @@ class WeightedSum(FusionLayer):
 
     def fuse(self, inputs, presence, training=None):
         inputs = mask_inputs(inputs, presence)
-        if self.units is None:
-            projected = inputs
-        else:
-            projected = []
-            for i, x in enumerate(inputs):
-                h = ops.matmul(x, self.kernels[i])
-                if self.use_bias:
-                    h = h + self.biases[i]
-                projected.append(self.activation(h))
+        projected = inputs if self.units is None else [
+            p(x) for p, x in zip(self.projections, inputs)]
         stacked = ops.stack(projected, axis=1)  # (batch, N, units)
         # softmax restricted to the present modalities = renormalized softmax
         theta = ops.softmax(self.modality_logits) if self.normalize else self.modality_logits

@@ -5,6 +5,7 @@ import pytest
 from mmfusion import fusion
 from mmfusion.fusion import Concatenate, WeightedSum
 from tests.layer_checks import (
+    numpy_dense,
     random_inputs,
     weights_by_name,
 )
@@ -37,10 +38,8 @@ def test_weighted_sum_matches_numpy_and_weights_sum_to_one():
     layer(xs)
     layer.modality_logits.assign([0.3, -1.0, 2.0])
     out, weights = layer(xs, return_weights=True)
-    w = weights_by_name(layer)
     theta = _softmax(np.array([0.3, -1.0, 2.0]))
-    hidden = [np.tanh(x @ w[f"kernel_modality_{i}"] + w[f"bias_modality_{i}"])
-              for i, x in enumerate(xs)]
+    hidden = [numpy_dense(p, x, np.tanh) for p, x in zip(layer.projections, xs)]
     expected = sum(t * h for t, h in zip(theta, hidden))
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(weights["modality_weights"], np.tile(theta, (4, 1)), rtol=1e-6)
@@ -120,8 +119,7 @@ def test_projections_start_distinct_and_concatenate_uses_the_output_projection()
     xs = random_inputs((4, 4, 4))
     layer = WeightedSum(units=3)
     layer(xs)
-    w = weights_by_name(layer)
-    kernels = [w[f"kernel_modality_{i}"] for i in range(3)]
+    kernels = [keras.ops.convert_to_numpy(p.kernel) for p in layer.projections]
     assert not any(np.array_equal(a, b) for i, a in enumerate(kernels) for b in kernels[i + 1:])
     concat = Concatenate(units=3)
     concat(xs)
