@@ -7,6 +7,18 @@ import keras
 import numpy as np
 
 
+# Small configurations of the bilinear layers (their defaults are VQA-sized).
+SMALL_BILINEAR = {
+    "mcb": dict(sketch_size=32),
+    "mlb": dict(rank=8),
+    "mfb": dict(factor=2),
+    "mfh": dict(factor=2),
+    "mutan": dict(hidden_size=6, core_size=5, rank=2),
+    "tucker": dict(hidden_size=6, core_size=5),
+    "block": dict(hidden_size=8, chunks=2, rank=2),
+}
+
+
 def random_inputs(sizes, batch=4, seed=0, time_steps=None):
     """One float32 array per modality: `(batch, d)`, or `(batch, T, d)` where
     `time_steps` is one T for all modalities or a list with one T each."""

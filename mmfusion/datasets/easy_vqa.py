@@ -16,48 +16,16 @@ image_id]` rows and `images/<image_id>.png`), else from the installed
 
 import json
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ANSWERS", "EasyVQA", "easy_vqa_folder", "load_easy_vqa"]
+from mmfusion.datasets.split import Split
+
+__all__ = ["ANSWERS", "easy_vqa_folder", "load_easy_vqa"]
 
 # The package's answers.txt, in its order (label i = ANSWERS[i]).
 ANSWERS = ("circle", "green", "red", "gray", "yes", "teal", "black", "rectangle", "yellow",
            "triangle", "brown", "blue", "no")
-
-
-@dataclass
-class EasyVQA:
-    """One split of easy-VQA, one row per question.
-
-    Attributes:
-        inputs: dict with `"image"`: `(n, size, size, 3)` float32 in [0, 1]
-            (the image each question is about) and `"question"`: `(n,)`
-            strings.
-        labels: `(n,)` int32 answer ids (`ANSWERS[label]`).
-        image_ids: `(n,)` int32 id of each question's image.
-
-    Example:
-
-    >>> data = EasyVQA({"image": np.zeros((2, 4, 4, 3), "float32"),
-    ...                 "question": np.array(["is there a red shape?", "what shape is it?"])},
-    ...                np.array([4, 0], "int32"), np.array([7, 7], "int32"))
-    >>> part = data.take([1])
-    >>> len(part), part.inputs["question"].tolist(), ANSWERS[part.labels[0]]
-    (1, ['what shape is it?'], 'circle')
-    """
-
-    inputs: dict
-    labels: np.ndarray
-    image_ids: np.ndarray
-
-    def __len__(self):
-        return len(self.labels)
-
-    def take(self, index):
-        return EasyVQA({m: x[index] for m, x in self.inputs.items()}, self.labels[index],
-                       self.image_ids[index])
 
 
 def easy_vqa_folder(data_dir=None):
@@ -124,7 +92,10 @@ def load_easy_vqa(split="train", data_dir=None, image_size=32, max_questions=Non
         seed: seed of the subset.
 
     Returns:
-        An `EasyVQA`.
+        A `mmfusion.datasets.split.Split`, one row per question: `inputs`
+        `"image"` `(n, size, size, 3)` float32 in [0, 1] (the image the
+        question is about) and `"question"` `(n,)` strings, `labels` the
+        `(n,)` int32 answer ids (`ANSWERS[label]`), `ids` the `(n,)` image ids.
 
     Example:
 
@@ -160,4 +131,4 @@ def load_easy_vqa(split="train", data_dir=None, image_size=32, max_questions=Non
     labels = np.array([ANSWERS.index(answer) for _, answer, _ in rows], "int32")
     image_ids = np.array([image_id for _, _, image_id in rows], "int32")
     images = _read_images(folder, image_ids, image_size)
-    return EasyVQA({"image": images, "question": questions}, labels, image_ids)
+    return Split({"image": images, "question": questions}, labels, ids=image_ids)

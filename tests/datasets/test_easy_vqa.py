@@ -38,7 +38,7 @@ def fixture_dir(tmp_path):
 def test_loader_pairs_each_question_with_its_image_and_answer(fixture_dir):
     data = load_easy_vqa("train", data_dir=fixture_dir, image_size=16)
     assert len(data) == 13 and data.inputs["image"].shape == (13, 16, 16, 3)
-    for image, label, image_id in zip(data.inputs["image"], data.labels, data.image_ids):
+    for image, label, image_id in zip(data.inputs["image"], data.labels, data.ids):
         colour = {0: "red", 1: "blue", 2: "green"}[image_id]
         np.testing.assert_array_equal(image[5, 5], np.array(COLOURS[colour]) / 255.0)
         if ANSWERS[label] != "no":

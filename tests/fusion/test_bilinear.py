@@ -9,6 +9,7 @@ from mmfusion import fusion
 from mmfusion.fusion import BLOCK, MCB, MFB, MFH, MLB, MUTAN, ModalityDropout, Tucker
 from mmfusion.fusion.bilinear import chunk_sizes, signed_sqrt
 from tests.layer_checks import (
+    SMALL_BILINEAR,
     assert_save_load_identical,
     interaction_accuracies,
     random_inputs,
@@ -454,26 +455,17 @@ def test_dropouts_act_only_in_training(name, which):
 
 
 # ------------------------------------------------- Keras conventions, numerics
-ALL = {
-    "mcb": dict(sketch_size=32),
-    "mlb": dict(rank=8),
-    "mfb": dict(factor=2),
-    "mfh": dict(factor=2),
-    "mutan": dict(hidden_size=6, core_size=5, rank=2),
-    "tucker": dict(hidden_size=6, core_size=5),
-    "block": dict(hidden_size=8, chunks=2, rank=2),
-}
 
 
 def _two_or_three(name):
     return SIZES[:2] if fusion.get_class(name).max_modalities == 2 else SIZES
 
 
-@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("name", sorted(SMALL_BILINEAR))
 def test_no_two_weights_start_equal(name):
     """Equal-size modalities: no two trainable weights with a random
     initializer start with equal values (one initializer reused made them equal)."""
-    layer = fusion.get(name, units=4, **ALL[name])
+    layer = fusion.get(name, units=4, **SMALL_BILINEAR[name])
     layer(random_inputs((5, 5)))
     random = [keras.ops.convert_to_numpy(w) for w in layer.trainable_weights
               if np.std(keras.ops.convert_to_numpy(w)) > 0]
@@ -482,7 +474,7 @@ def test_no_two_weights_start_equal(name):
             assert a.shape != b.shape or not np.allclose(a, b)
 
 
-@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("name", sorted(SMALL_BILINEAR))
 def test_nan_placeholders_of_absent_rows_never_reach_outputs_or_gradients(name):
     sizes = _two_or_three(name)
     xs = random_inputs(sizes)
@@ -491,7 +483,7 @@ def test_nan_placeholders_of_absent_rows_never_reach_outputs_or_gradients(name):
              for m, x in enumerate(xs)]
     holes[0][0, 0] = np.inf if presence[0, 0] == 0 else holes[0][0, 0]
     zeros = [np.nan_to_num(x, nan=0.0) for x in holes]
-    layer = fusion.get(name, units=4, **ALL[name])
+    layer = fusion.get(name, units=4, **SMALL_BILINEAR[name])
     tensors = [tf.constant(x) for x in holes]
     with tf.GradientTape() as tape:
         y = layer(tensors, presence=presence)
@@ -502,17 +494,17 @@ def test_nan_placeholders_of_absent_rows_never_reach_outputs_or_gradients(name):
     assert all(np.all(np.isfinite(g)) for g in grads)
 
 
-@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("name", sorted(SMALL_BILINEAR))
 def test_empty_batch(name):
     sizes = _two_or_three(name)
-    layer = fusion.get(name, units=4, **ALL[name])
+    layer = fusion.get(name, units=4, **SMALL_BILINEAR[name])
     out = layer([np.zeros((0, d), "float32") for d in sizes],
                 presence=np.zeros((0, len(sizes)), "float32"))
     assert tuple(out.shape) == (0, layer(random_inputs(sizes)).shape[-1])
 
 
 @pytest.mark.parametrize("policy", ["float64", "mixed_float16", "mixed_bfloat16"])
-@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("name", sorted(SMALL_BILINEAR))
 def test_dtype_policies(name, policy):
     """Outputs in the compute dtype, finite with one or all modalities absent,
     and close to float32 outputs of the same weights; dropout sub-layers
@@ -522,7 +514,7 @@ def test_dtype_policies(name, policy):
     # (MFH's order-2 cascade multiplies 4 projections: its products themselves
     # overflow float16 at this scale, see its docstring).
     xs = [x * (3.0 if name == "mfh" else 30.0) for x in random_inputs(sizes)]
-    kwargs = dict(units=4, **ALL[name])
+    kwargs = dict(units=4, **SMALL_BILINEAR[name])
     if name in DROPOUT_LAYERS:
         kwargs["fusion_dropout"] = 0.1
     reference = fusion.get(name, **kwargs)
@@ -550,7 +542,7 @@ def test_fit_under_mixed_float16(name):
     sizes = _two_or_three(name)
     xs = random_inputs(sizes, batch=16)
     inputs = [keras.Input(shape=(d,)) for d in sizes]
-    fused = fusion.get(name, units=4, dtype="mixed_float16", **ALL[name])(inputs)
+    fused = fusion.get(name, units=4, dtype="mixed_float16", **SMALL_BILINEAR[name])(inputs)
     model = keras.Model(inputs, keras.layers.Dense(1, dtype="float32")(fused))
     model.compile(optimizer="adam", loss="mse")
     history = model.fit(xs, np.ones((16, 1)), epochs=2, batch_size=8, verbose=0)

@@ -25,23 +25,15 @@ from mmfusion.fusion import (
     StackedAttention,
 )
 from mmfusion.testing import CHECKS, run_fusion_layer_test
+from tests.layer_checks import SMALL_BILINEAR
 
 SIZES = {2: (6, 10), 3: (6, 10, 4)}
 
 # Non-default configurations of each family: (class, constructor arguments, modalities).
-BILINEAR_SMALL = {
-    "mcb": dict(sketch_size=32),
-    "mlb": dict(rank=8),
-    "mfb": dict(factor=2),
-    "mfh": dict(factor=2),
-    "mutan": dict(hidden_size=6, core_size=5, rank=2),
-    "tucker": dict(hidden_size=6, core_size=5),
-    "block": dict(hidden_size=8, chunks=2, rank=2),
-}
 VARIANTS = {
     **{f"{name}_small": (fusion.get_class(name), dict(units=4, **kwargs),
                          3 if fusion.get_class(name).accepts(3) else 2)
-       for name, kwargs in BILINEAR_SMALL.items()},
+       for name, kwargs in SMALL_BILINEAR.items()},
     "lmf_rank_2": (LMF, dict(units=4, rank=2), 3),
     "attention_pooling_no_bias": (AttentionPooling, dict(units=8, use_bias=False), 2),
     "cross_modal_one_head_no_ffn": (CrossModalAttention,
