@@ -20,9 +20,12 @@ BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 # (backend, layer, check) -> why it fails today. Strict: a triple that passes
 # fails the run until its entry is removed. (TensorFlow's contract is checked
 # in tests/fusion/test_every_layer.py.)
-KNOWN_FAILURES = {
-    ("torch", "mcb", "empty_batch"): "MKL FFT error for a batch of size 0",
-}
+KNOWN_FAILURES = {}
+# Largest |difference| of a model saved under TensorFlow and predicted under
+# another backend. MCB's exact signed square root magnifies the float32
+# round-off of two different FFT implementations near zero (measured 2.1e-3
+# on PyTorch).
+CROSS_BACKEND_TOLERANCE = {"mcb": 5e-3}
 
 
 def run_worker(backend, directory):
@@ -62,7 +65,8 @@ def test_every_layer_trains_and_reloads(backend, results):
             assert r["reload_max_error"] == 0.0, (name, r)
         else:
             # Saved under TensorFlow, loaded and predicted under `backend`.
-            assert r["cross_backend_max_error"] < 1e-3, (backend, name, r)
+            tolerance = CROSS_BACKEND_TOLERANCE.get(name, 1e-3)
+            assert r["cross_backend_max_error"] < tolerance, (backend, name, r)
 
 
 def contract_cases():
