@@ -80,14 +80,11 @@ def test_missing_trial_file_is_named(tmp_path):
 
 def test_kill_between_the_writes_of_end_trial_does_not_rerun(tmp_path):
     project = finished_search(tmp_path)
-    fname = os.path.join(project, "oracle.json")
-    with open(fname) as f:
-        state = json.load(f)
     # As if killed after trial 7's trial.json said COMPLETED, before oracle.json did.
+    state = read_json_file(os.path.join(project, "oracle.json"))
     state["end_order"].remove("7")
     state["ongoing_trials"] = {"tuner0": "7"}
-    with open(fname, "w") as f:
-        json.dump(state, f)
+    write_json_file(os.path.join(project, "oracle.json"), state)
     log = tmp_path / "log.jsonl"
     tuner = resume(tmp_path, max_trials=9, log=str(log))
     assert [r["trial_id"] for r in read_log(log)] == ["8"]  # 07 is not run again
@@ -97,24 +94,28 @@ def test_kill_between_the_writes_of_end_trial_does_not_rerun(tmp_path):
 
 def test_kill_between_the_writes_of_create_trial_loses_nothing(tmp_path):
     project = finished_search(tmp_path)
-    fname = os.path.join(project, "oracle.json")
-    with open(fname) as f:
-        state = json.load(f)
     # As if killed after trial 7's trial.json was written (RUNNING), before oracle.json.
+    state = read_json_file(os.path.join(project, "oracle.json"))
     state["start_order"].remove("7")
     state["end_order"].remove("7")
-    with open(fname, "w") as f:
-        json.dump(state, f)
-    trial_file = os.path.join(project, "trial_7", "trial.json")
-    with open(trial_file) as f:
-        trial = json.load(f)
+    write_json_file(os.path.join(project, "oracle.json"), state)
+    trial = read_json_file(os.path.join(project, "trial_7", "trial.json"))
     trial["status"], trial["score"] = "RUNNING", None
-    with open(trial_file, "w") as f:
-        json.dump(trial, f)
+    write_json_file(os.path.join(project, "trial_7", "trial.json"), trial)
     log = tmp_path / "log.jsonl"
     resume(tmp_path, log=str(log))
     assert [r["trial_id"] for r in read_log(log)] == ["7"]  # run, not lost
     check_complete_search(read_trials(tmp_path), n=8)
+
+
+def read_json_file(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json_file(path, value):
+    with open(path, "w") as f:
+        json.dump(value, f)
 
 
 def small_task():
