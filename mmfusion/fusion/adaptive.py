@@ -145,7 +145,17 @@ class GANFusion(FusionLayer):
     `adversarial_weight`): the non-saturating form of the same game
     (Goodfellow et al., 2014), bounded below by 0, whereas maximizing L_D
     rewards a generator that has already fooled the discriminator without
-    limit. The reconstruction losses train the AutoFusion modules and the
+    limit. The discriminator's loss also has the R1 gradient penalty
+    (Mescheder, Geiger & Nowozin, 2018), `γ/2 · ||∂D(z_tr)/∂z_tr||²` on the
+    real latents (γ = `gradient_penalty`), which leaves the game's
+    equilibrium unchanged (at it the discriminator is flat on the real
+    latents) and keeps the discriminator from becoming steep enough to
+    overwhelm the task: without it (γ = 0), trained with Adam at 2e-3 on the
+    frozen 64-d branch features of notebook 02 with `ModalityDropout(0.3)`,
+    the discriminator won, the total loss rose from the 4th epoch and test
+    accuracy ended at 0.23; with γ = 10 the loss fell steadily and
+    accuracy reached 0.77 (concatenation: 0.80 in the notebook's full run).
+    The reconstruction losses train the AutoFusion modules and the
     adversarial terms the generators and discriminators only: their
     gradients stop at the layer's inputs, as in the paper, whose inputs are
     fixed features. Trained end to end, letting them reach the branches
@@ -169,6 +179,8 @@ class GANFusion(FusionLayer):
         adversarial_weight: λ, weight of the adversarial term for the
             generator (the paper adds the terms unweighted: 1.0).
         reconstruction_weight: weight of the AutoFusion reconstruction losses.
+        gradient_penalty: γ, weight of the discriminators' R1 penalty (0: the
+            paper's game without it).
         kernel_initializer: initializer of all kernels.
         modalities: see `FusionLayer`.
 
@@ -191,12 +203,13 @@ class GANFusion(FusionLayer):
     """
 
     def __init__(self, units, target=None, adversarial_weight=1.0, reconstruction_weight=1.0,
-                 kernel_initializer="glorot_uniform", **kwargs):
+                 gradient_penalty=10.0, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         self.units = units
         self.target = target
         self.adversarial_weight = adversarial_weight
         self.reconstruction_weight = reconstruction_weight
+        self.gradient_penalty = gradient_penalty
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _target_indices(self, n):
@@ -259,12 +272,17 @@ class GANFusion(FusionLayer):
             real = self._discriminate(k, ops.stop_gradient(z_tr))
             fake = self._discriminate(k, ops.stop_gradient(z_g))
             d_losses.append(_weighted_mean(ops.softplus(-real) + ops.softplus(fake), rows))
+            penalty = 0.0
+            if self.gradient_penalty:
+                slope = self._discriminator_gradient(k, ops.stop_gradient(z_tr))
+                penalty = 0.5 * self.gradient_penalty * _weighted_mean(
+                    ops.sum(ops.square(slope), axis=-1), rows)
             # ... and the generator's loss the generator only (frozen discriminator).
             fooled = self._discriminate(k, self._generate(k, ops.stop_gradient(inputs[t])),
                                         frozen=True)
             g_losses.append(_weighted_mean(ops.softplus(-fooled), rows))
             total = total + self.reconstruction_weight * reconstruction + d_losses[-1] \
-                + self.adversarial_weight * g_losses[-1]
+                + penalty + self.adversarial_weight * g_losses[-1]
             latents.append(z_g)
         self.add_loss(total)  # float32 under any policy
         if training:
@@ -286,7 +304,17 @@ class GANFusion(FusionLayer):
             z = sub.activation(ops.matmul(z, kernel) + bias)
         return ops.cast(z[:, 0], "float32")
 
+    def _discriminator_gradient(self, k, z):
+        """`∂D_k(z)/∂z`, in closed form for the two-layer discriminator:
+        `W_1 (w_2 ∘ 1[z W_1 + b_1 > 0])` per row."""
+        hidden, logit = self.discriminators[k]
+        kernel = ops.cast(hidden.kernel, z.dtype)
+        active = ops.cast(ops.matmul(z, kernel) + ops.cast(hidden.bias, z.dtype) > 0, z.dtype)
+        slope = active * ops.cast(logit.kernel[:, 0], z.dtype)
+        return ops.cast(ops.matmul(slope, ops.transpose(kernel)), "float32")
+
     def get_config(self):
         return constructor_config(self, super().get_config(),
                                   ("units", "target", "adversarial_weight",
-                                   "reconstruction_weight", "kernel_initializer"))
+                                   "reconstruction_weight", "gradient_penalty",
+                                   "kernel_initializer"))

@@ -53,7 +53,6 @@ def _results_for(results, backend):
     return results[backend]
 
 
-@pytest.mark.xdist_group("backends")  # one run of the module fixture
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", sorted(BACKEND_MODULES))
 def test_every_layer_trains_and_reloads(backend, results):
@@ -82,7 +81,6 @@ def contract_cases():
                                    id=f"{backend}-{name}-{check}")
 
 
-@pytest.mark.xdist_group("backends")
 @pytest.mark.slow
 @pytest.mark.parametrize("backend, name, check", list(contract_cases()))
 def test_contract(backend, name, check, results):

@@ -132,7 +132,6 @@ def backend_results(tmp_path_factory):
     return results
 
 
-@pytest.mark.xdist_group("text_backends")
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_tokenization_in_tf_data_on_every_backend(backend, backend_results):

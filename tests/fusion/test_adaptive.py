@@ -59,9 +59,11 @@ def _mean_softplus(logits):
 
 def test_each_player_is_trained_by_its_own_loss_only():
     """The summed added losses give: the discriminator the gradient of its
-    cross-entropy, the generator λ times that of −log D(G(x_t)) (the
-    non-saturating generator loss), the AutoFusion that of its
-    reconstruction, and the layer's inputs none."""
+    cross-entropy plus the R1 penalty γ/2 ||∂D(z_tr)/∂z_tr||² (its slope
+    taken here by automatic differentiation, in the layer in closed form),
+    the generator λ times that of −log D(G(x_t)) (the non-saturating
+    generator loss), the AutoFusion that of its reconstruction, and the
+    layer's inputs none."""
     xs = [tf.Variable(x) for x in random_inputs(SIZES, batch=8)]
     layer = GANFusion(units=8, target="modality_1", adversarial_weight=2.5)
     layer(xs)
@@ -78,7 +80,13 @@ def test_each_player_is_trained_by_its_own_loss_only():
         total = tf.add_n(layer.losses)
         z_g = layer.generators[0][1](layer.generators[0][0](xs[1]))
         z_tr, reconstruction = layer.autoencoders[0](xs[0])
-        d_loss = _mean_softplus(-discriminate(z_tr)) + _mean_softplus(discriminate(z_g))
+        real = tf.stop_gradient(z_tr)
+        with tf.GradientTape() as inner:
+            inner.watch(real)
+            real_logits = discriminate(real)
+        slope = inner.gradient(real_logits, real)
+        penalty = 0.5 * layer.gradient_penalty * tf.reduce_mean(tf.reduce_sum(slope ** 2, -1))
+        d_loss = _mean_softplus(-real_logits) + _mean_softplus(discriminate(z_g)) + penalty
         g_loss = _mean_softplus(-discriminate(z_g))
     pairs = [(discriminator, d_loss, 1.0), (generator, g_loss, 2.5),
              (autoencoder, reconstruction, 1.0)]
@@ -91,11 +99,13 @@ def test_each_player_is_trained_by_its_own_loss_only():
 
 def _adversarial_losses(frozen):
     """Trains a GAN-Fusion on its own losses with the generators or the
-    discriminators frozen; returns the per-epoch (discriminator, generator) losses."""
+    discriminators frozen; returns the per-epoch (discriminator, generator)
+    losses. Without the R1 penalty: at γ = 10 it keeps the discriminator
+    of these random inputs nearly flat (its loss stays at 1.36)."""
     xs = random_inputs(SIZES, batch=128, seed=3)
     keras.utils.set_random_seed(0)
     tensors = [keras.Input(shape=(d,)) for d in SIZES]
-    layer = GANFusion(units=8)
+    layer = GANFusion(units=8, gradient_penalty=0.0)
     model = keras.Model(tensors, layer(tensors))
     for sub in sum(getattr(layer, frozen), [layer.output_dense]):  # no task loss here
         sub.trainable = False
@@ -134,8 +144,8 @@ def test_gan_fusion_learns_av_digits_end_to_end(data_dir):
     (paper defaults, units=64, Adam 2e-3) on real handwriting x spoken digits.
     When the added losses reached the branches, the branches shrank their
     outputs to a constant and accuracy stayed at chance (0.10 after 3 and
-    after 12 epochs); now it learns (0.47 validation accuracy after 3 epochs,
-    0.59 test after 12, seed 0)."""
+    after 12 epochs); now it learns (0.63 validation accuracy after 6
+    epochs, seed 0; validation accuracy is noisy in the first epochs)."""
     import mmfusion.tasks as tasks
     from mmfusion.compose import build_fusion_model
 
@@ -145,6 +155,6 @@ def test_gan_fusion_learns_av_digits_end_to_end(data_dir):
     model = build_fusion_model(task.branches(data), "gan_fusion", num_outputs=10, units=64)
     model.compile(optimizer=keras.optimizers.Adam(2e-3),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(*data.splits["train"], epochs=3, batch_size=32, verbose=0)
+    model.fit(*data.splits["train"], epochs=6, batch_size=32, verbose=0)
     _, accuracy = model.evaluate(*data.splits["validation"], verbose=0)
-    assert accuracy > 0.3  # chance: 0.1
+    assert accuracy > 0.4  # chance: 0.1

@@ -290,16 +290,20 @@ def _fill(layer):
     return 1.0 / math.sqrt(layer.hidden_size)
 
 
-def test_tucker_matches_numpy():
+@pytest.mark.parametrize("normalize", [True, False])
+def test_tucker_matches_numpy(normalize):
+    """The default (normalized z) and the paper's equations (normalize=False)."""
     xs = random_inputs((3, 5))
-    layer = Tucker(units=6, hidden_size=4, core_size=5)
+    layer = Tucker(units=6, hidden_size=4, core_size=5, **({} if normalize else
+                                                            dict(normalize=False)))
     layer(xs)
     _randomize(layer)
     w = _w(layer)
+    norm = (lambda z: _l2(_ssqrt(z))) if normalize else (lambda z: z)
 
     def reference(p):
         q, v = _projections(w, xs, activation=np.tanh, presence=p, fill=_fill(layer))
-        return _dense(w, np.einsum("bi,bj,ijk->bk", q, v, w["core"]))
+        return _dense(w, norm(np.einsum("bi,bj,ijk->bk", q, v, w["core"])))
 
     _compare(layer, xs, reference)
 
@@ -328,15 +332,29 @@ def _mutan_reference(layer, w, xs, p, activation=np.tanh, rank=3):
     return sum((q @ m[:, r] + a[r]) * (v @ n[:, r] + b[r]) for r in range(rank))
 
 
-def test_mutan_matches_numpy_and_equals_tucker_with_its_core():
+def test_mutan_defaults_have_merge_biases_and_normalization():
     xs = random_inputs((3, 5))
     layer = MUTAN(units=6, hidden_size=4, core_size=5, rank=3)
+    layer(xs)
+    w = _w(layer)
+    # The merge biases start uniform in [-1, 1], larger than the factors.
+    biases = np.concatenate([w[f"core_factor_bias_modality_{i}"] for i in range(2)])
+    assert 0.4 < biases.std() < 0.7 and np.abs(biases).max() <= 1.0
+    _randomize(layer)
+    w = _w(layer)
+    _compare(layer, xs, lambda p: _dense(w, _l2(_ssqrt(_mutan_reference(layer, w, xs, p)))))
+
+
+def test_mutan_paper_equations_match_numpy_and_equal_tucker_with_its_core():
+    xs = random_inputs((3, 5))
+    layer = MUTAN(units=6, hidden_size=4, core_size=5, rank=3, merge_bias=False,
+                  normalize=False)
     layer(xs)
     _randomize(layer)
     w = _w(layer)
     _compare(layer, xs, lambda p: _dense(w, _mutan_reference(layer, w, xs, p)))
     m, n = [w[f"core_factor_modality_{i}"].reshape(4, 3, 5) for i in range(2)]
-    tucker = Tucker(units=6, hidden_size=4, core_size=5)
+    tucker = Tucker(units=6, hidden_size=4, core_size=5, normalize=False)
     tucker(xs)
     for v in tucker.weights:
         name = v.path.split("/", 1)[1]
@@ -579,3 +597,31 @@ def _fuse(name):
 def test_interaction_task_needs_multiplicative_fusion():
     accuracy = interaction_accuracies({name: _fuse(name) for name in TASK})
     assert all(a >= 0.9 for a in accuracy.values()), accuracy
+
+
+@pytest.mark.slow
+def test_mutan_with_modality_dropout_learns_each_modality_end_to_end(data_dir):
+    """Image CNN + audio CNN trained end to end through MUTAN (default
+    sizes, units=64, Adam 2e-3) with ModalityDropout(0.5) on real
+    handwriting x spoken digits. In the paper's form (no merge biases, no
+    normalization) both branches' ReLU embeddings died in the first epoch
+    and the audio-only rows stayed at chance (0.10 after 4 and after 12
+    epochs); with the defaults they learn (0.31 after 4 epochs, seed 1;
+    0.45 after 12, seed 0)."""
+    import mmfusion.tasks as tasks
+    from mmfusion.compose import build_fusion_model
+
+    task = tasks.get("av_digits")
+    data = task.data(data_dir=data_dir, seed=1)
+    keras.utils.set_random_seed(1)
+    model = build_fusion_model(task.branches(data), "mutan", num_outputs=10, units=64,
+                               presence=True, modality_dropout=0.5)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    inputs, labels = data.splits["train"]
+    model.fit({**inputs, "presence": np.ones((len(labels), 2), "float32")}, labels,
+              epochs=4, batch_size=32, verbose=0)
+    inputs, labels = data.splits["test"]
+    audio_only = np.tile(np.float32([0.0, 1.0]), (len(labels), 1))  # (image, audio)
+    _, accuracy = model.evaluate({**inputs, "presence": audio_only}, labels, verbose=0)
+    assert accuracy > 0.2  # chance: 0.1

@@ -11,7 +11,6 @@ from mmfusion.inspect.callbacks import attention_images
 from mmfusion.inspect.report import read_events
 from tests.inspect.conftest import EPOCHS
 
-pytestmark = pytest.mark.xdist_group("inspector_runs")  # the session fixture `runs` runs once
 
 
 def histograms(run_dir):

@@ -8,7 +8,6 @@ import pytest
 
 from mmfusion.cli import main
 
-pytestmark = pytest.mark.xdist_group("inspector_runs")  # the session fixture `runs` runs once
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

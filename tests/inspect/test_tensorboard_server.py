@@ -8,7 +8,6 @@ import urllib.request
 
 import pytest
 
-pytestmark = pytest.mark.xdist_group("inspector_runs")  # the session fixture `runs` runs once
 
 TENSORBOARD = os.path.join(os.path.dirname(sys.executable), "tensorboard")
 

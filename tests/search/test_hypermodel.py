@@ -13,7 +13,6 @@ from mmfusion.search import FusionHyperModel, MFASTuner
 from mmfusion.search.features import (FeatureCache, feature_branches, pack, pretrain_branch,
                                       transfer_weights)
 
-pytestmark = pytest.mark.xdist_group("search_hypermodel")  # its module fixture runs once
 
 TRIALS = 3
 
