@@ -153,17 +153,24 @@ def ref_mfh(layer, w, xs, p):
 
 
 def ref_tucker(layer, w, xs, p):
-    """y = ((T_c ×_1 q̃) ×_2 ṽ) W_o, q̃ = tanh(q W_q) (Ben-younes et al. 2017, eq. 4-6)."""
+    """y = norm((T_c ×_1 q̃) ×_2 ṽ) W_o, q̃ = tanh(q W_q) (Ben-younes et al. 2017,
+    eq. 4-6; `norm`: the layer's default signed sqrt + L2, not in the paper)."""
     q, v = hidden(w, xs, p, 1 / math.sqrt(layer.hidden_size), np.tanh)
-    return dense(w, np.einsum("bi,bj,ijk->bk", q, v, w["core"], optimize=True))
+    z = np.einsum("bi,bj,ijk->bk", q, v, w["core"], optimize=True)
+    return dense(w, ref_l2(ref_ssqrt(z)))
 
 
 def ref_mutan(layer, w, xs, p):
-    """z = Σ_r (q̃ M_r) ∘ (ṽ N_r), the rank-R core slices (Ben-younes et al. 2017, eq. 8-10)."""
+    """z = Σ_r (q̃ M_r + a_r) ∘ (ṽ N_r + c_r), the rank-R core slices
+    (Ben-younes et al. 2017, eq. 8-10) with the layer's default merge biases
+    and signed sqrt + L2 (the authors' code has the biases, not the paper)."""
     q, v = hidden(w, xs, p, 1 / math.sqrt(layer.hidden_size), np.tanh)
     m = w["core_factor_modality_0"].reshape(layer.hidden_size, layer.rank, -1)
     n = w["core_factor_modality_1"].reshape(layer.hidden_size, layer.rank, -1)
-    return dense(w, sum((q @ m[:, r]) * (v @ n[:, r]) for r in range(layer.rank)))
+    a = w["core_factor_bias_modality_0"].reshape(layer.rank, -1)
+    c = w["core_factor_bias_modality_1"].reshape(layer.rank, -1)
+    z = sum((q @ m[:, r] + a[r]) * (v @ n[:, r] + c[r]) for r in range(layer.rank))
+    return dense(w, ref_l2(ref_ssqrt(z)))
 
 
 def ref_block(layer, w, xs, p):
