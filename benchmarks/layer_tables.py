@@ -21,6 +21,10 @@ modality absent.
     python benchmarks/layer_tables.py --task av_digits --epochs 12 --rows concat mutan \\
         --modality-dropout 0.5
 
+The published tables (every row, seeds 0-2, the settings of `PRESETS`)
+come from one command, `python benchmarks/layer_tables.py --preset all`
+(or `--preset easy_vqa` for one of them).
+
 The raw results go to `benchmarks/results/TASK[-mdRATE].json` (written
 atomically after every run; a rerun with the same settings resumes) and the
 table to the `.md` file beside it.
@@ -49,6 +53,14 @@ RESULTS = Path(__file__).with_name("results")
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (normal beyond).
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
          9: 2.262, 10: 2.228}
+
+
+# The settings of the published tables (README "Choosing a fusion method").
+PRESETS = {
+    "av_digits": ["--task", "av_digits", "--epochs", "12"],
+    "av_text_digits": ["--task", "av_text_digits", "--epochs", "12"],
+    "easy_vqa": ["--task", "easy_vqa", "--epochs", "3", "--max-questions", "10000"],
+}
 
 
 def confidence_interval(values):
@@ -166,6 +178,8 @@ def table(report):
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS) + ["all"], default=None,
+                        help="run a published table's settings (options given after it win)")
     parser.add_argument("--task", default="easy_vqa", help=f"one of {tasks.available()}")
     parser.add_argument("--rows", nargs="+", default=None,
                         help="layers, 'name:key=value' (default: each modality alone, then "
@@ -185,8 +199,30 @@ def build_parser():
     return parser
 
 
+def expand_presets(argv):
+    """One argument list per table: a `--preset`'s settings first, so the
+    options given with it win.
+
+    >>> expand_presets(["--preset", "easy_vqa", "--seeds", "0"])[0][:4]
+    ['--task', 'easy_vqa', '--epochs', '3']
+    >>> [a[1] for a in expand_presets(["--preset", "all"])]
+    ['av_digits', 'av_text_digits', 'easy_vqa']
+    >>> expand_presets(["--task", "synthetic"])
+    [['--task', 'synthetic']]
+    """
+    preset = build_parser().parse_known_args(argv)[0].preset
+    names = list(PRESETS) if preset == "all" else [preset] if preset else []
+    return [PRESETS[name] + argv + ["--preset", name] for name in names] or [list(argv)]
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    reports = [run_table(build_parser().parse_args(a)) for a in expand_presets(argv)]
+    return reports[0] if len(reports) == 1 else reports
+
+
+def run_table(args):
+    """Trains the missing runs of one table, writes its JSON and markdown; returns the report."""
     task = tasks.get(args.task)
     stem = args.task + (f"-md{args.modality_dropout:g}" if args.modality_dropout else "")
     output = args.output or str(RESULTS / f"{stem}.json")

@@ -1,0 +1,37 @@
+"""benchmarks/layer_tables.py: presets, resumable raw JSON and the table."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import layer_tables  # noqa: E402
+
+
+def test_presets_expand_to_one_argument_list_per_table():
+    tables = layer_tables.expand_presets(["--preset", "all", "--seeds", "0"])
+    parsed = [layer_tables.build_parser().parse_args(a) for a in tables]
+    assert [a.task for a in parsed] == ["av_digits", "av_text_digits", "easy_vqa"]
+    assert [a.epochs for a in parsed] == [12, 12, 3] and parsed[2].max_questions == 10000
+    assert all(a.seeds == [0] for a in parsed)
+    # Options given with a preset win over its settings.
+    (only,) = layer_tables.expand_presets(["--preset", "easy_vqa", "--epochs", "1"])
+    assert layer_tables.build_parser().parse_args(only).epochs == 1
+
+
+def test_a_table_is_written_and_a_rerun_resumes(tmp_path):
+    output = str(tmp_path / "synthetic.json")
+    argv = ["--task", "synthetic", "--rows", "concat", "--seeds", "0", "1", "--epochs", "1",
+            "--output", output]
+    report = layer_tables.main(argv)
+    runs = report["results"]["concat"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    assert all(0.9 < r["test_accuracy"]["all"] <= 1.0 for r in runs)  # an easy task
+    with open(output) as f:
+        assert json.load(f)["results"] == report["results"]
+    table = (tmp_path / "synthetic.md").read_text()
+    mean, half = layer_tables.confidence_interval([r["test_accuracy"]["all"] for r in runs])
+    assert f"| concat | {mean:.3f} ± {half:.3f} |" in table
+    again = layer_tables.main(argv)  # nothing left to train: the same runs
+    assert again["results"] == report["results"]
