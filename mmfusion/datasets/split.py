@@ -8,7 +8,7 @@ import numpy as np
 
 from mmfusion.datasets.fsdd import DATA_ENV
 
-__all__ = ["Split", "dataset_folder"]
+__all__ = ["Split", "dataset_folder", "split_indices"]
 
 
 def dataset_folder(name, data_dir=None, how_to_get=""):
@@ -89,3 +89,53 @@ class Split:
         """The examples at `index` (an index array, mask or slice), as a `Split`."""
         return Split({m: x[index] for m, x in self.inputs.items()}, self.labels[index],
                      self.ids[index], {k: v[index] for k, v in self.extras.items()})
+
+
+def split_indices(n, validation=0.15, test=0.15, seed=0, stratify=None):
+    """Seeded train / validation / test index arrays over `n` examples.
+
+    The three parts are disjoint and cover every example. With `stratify`
+    (e.g. class ids), each class is split in the same proportions (rounded),
+    so small classes appear in every part when they can.
+
+    Args:
+        n: number of examples.
+        validation: fraction of the examples in the validation part.
+        test: fraction in the test part (`validation + test < 1`).
+        seed: seed of the shuffle.
+        stratify: optional `(n,)` array of group labels to split per group.
+
+    Returns:
+        A dict `"train"`, `"validation"`, `"test"` -> sorted index arrays.
+
+    Example:
+
+    >>> parts = split_indices(20, validation=0.2, test=0.3, seed=0)
+    >>> [len(parts[k]) for k in ("train", "validation", "test")]
+    [10, 4, 6]
+    >>> sorted(np.concatenate(list(parts.values())).tolist()) == list(range(20))
+    True
+    >>> labels = np.array([0] * 10 + [1] * 10)
+    >>> parts = split_indices(20, 0.2, 0.2, seed=1, stratify=labels)
+    >>> int(labels[parts["test"]].sum()), len(parts["test"])  # 2 of each class
+    (2, 4)
+    """
+    for key, value in (("validation", validation), ("test", test)):
+        if not 0 <= value < 1:
+            raise ValueError(f"split_indices: `{key}` must be a fraction in [0, 1); got {value}.")
+    if validation + test >= 1:
+        raise ValueError(f"split_indices: validation + test must be below 1 (no training "
+                         f"examples left); got {validation} + {test}.")
+    rng = np.random.default_rng(seed)
+    groups = np.zeros(n, int) if stratify is None else np.asarray(stratify)
+    if len(groups) != n:
+        raise ValueError(f"split_indices: `stratify` has {len(groups)} entries for {n} examples.")
+    parts = {"train": [], "validation": [], "test": []}
+    for group in np.unique(groups):
+        members = rng.permutation(np.flatnonzero(groups == group))
+        n_test = int(round(test * len(members)))
+        n_validation = int(round(validation * len(members)))
+        parts["test"].append(members[:n_test])
+        parts["validation"].append(members[n_test:n_test + n_validation])
+        parts["train"].append(members[n_test + n_validation:])
+    return {k: np.sort(np.concatenate(v)).astype(int) for k, v in parts.items()}

@@ -18,11 +18,12 @@ from mmfusion.files import save_model, write_json
 # Settings of `train_task` that a task's `defaults` may change.
 DEFAULTS = {"fusion": "concat", "placement": "intermediate", "units": 64, "epochs": 8,
             "batch_size": 32, "learning_rate": 1e-3, "head_units": (64,), "head_dropout": 0.0}
-_LOSSES = {"classification": ("sparse_categorical_crossentropy", "accuracy"),
+LOSSES = {"classification": ("sparse_categorical_crossentropy", "accuracy"),
            "regression": ("mse", "mae"),
            "multilabel": ("binary_crossentropy", "binary_accuracy")}
 
-__all__ = ["DEFAULTS", "build_parser", "main", "settings", "train_task"]
+__all__ = ["DEFAULTS", "LOSSES", "build_parser", "fit_and_evaluate", "main", "settings", "train_task",
+           "write_metrics"]
 
 
 def settings(task, **overrides):
@@ -132,39 +133,103 @@ def train_task(task, seed=0, data_dir=None, output=None, modalities=None, limit=
         num_outputs=task.num_outputs, units=config["units"], placement=config["placement"],
         head_units=tuple(config["head_units"]), head_dropout=config["head_dropout"],
         name=f"{task.name}_{config['fusion']}")
-    loss, metric = _LOSSES[task.head]
-    model.compile(keras.optimizers.Adam(config["learning_rate"]), loss, metrics=[metric])
     datasets = {name: make_dataset(x, y, config["batch_size"] if name == "train" else 256,
                                    shuffle=name == "train", seed=seed)
                 for name, (x, y) in splits.items()}
-    logs = os.path.join(folder, "logs")
-    start = time.time()
-    history = model.fit(datasets["train"], validation_data=datasets["validation"],
-                        epochs=config["epochs"], verbose=2 if verbose >= 2 else 0,
-                        shuffle=False,  # tf.data shuffles
-                        callbacks=[keras.callbacks.TensorBoard(logs)])
-    seconds = time.time() - start
-    model_path = os.path.join(folder, "model.keras")
-    save_model(model, model_path)
     metrics = {"task": task.name, "seed": seed, "modalities": modalities, **config,
                "limit": limit,  # load options that are not settings (preloaded data) are left out
                "options": {k: v for k, v in (options or {}).items() if k in task.options}}
+    metrics.update(fit_and_evaluate(model, datasets, task.head, folder, config["learning_rate"],
+                                    config["epochs"], verbose))
+    if task.breakdown is not None:
+        metrics.update(task.breakdown(data.test, np.asarray(model.predict(datasets["test"],
+                                                                          verbose=0))))
+    write_metrics(folder, metrics, task.head, verbose)
+    return metrics
+
+
+def fit_and_evaluate(model, datasets, head, folder, learning_rate=1e-3, epochs=8, verbose=2):
+    """Compiles, fits, saves and evaluates a model, as `train_task` does.
+
+    Compiles with Adam and the head's loss and metric (`LOSSES`), fits on
+    `datasets["train"]` while monitoring `datasets["validation"]` (its
+    `val_*` history), with TensorBoard logs in `folder/logs`, saves the
+    model atomically to `folder/model.keras`, then evaluates it on the
+    validation and test datasets.
+
+    Args:
+        model: an uncompiled functional model (e.g. from `build_fusion_model`).
+        datasets: dict `"train"`, `"validation"`, `"test"` -> batched
+            `tf.data.Dataset` of `(inputs, labels)` (the training one shuffled).
+        head: `"classification"`, `"regression"` or `"multilabel"`.
+        folder: output folder (created if needed).
+        learning_rate: Adam's learning rate.
+        epochs: training epochs.
+        verbose: 0 or 1 silent fit, 2 one line per epoch.
+
+    Returns:
+        A dict: `validation_*` and `test_*` metrics, `train_seconds`,
+        `parameters`, the per-epoch `history` and `model_path`.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from mmfusion.datasets.pipelines import make_dataset
+    >>> keras.utils.set_random_seed(0)
+    >>> inputs = keras.Input((2,), name="x")
+    >>> model = keras.Model({"x": inputs}, keras.layers.Dense(2)(inputs))
+    >>> x = np.random.rand(40, 2).astype("float32")
+    >>> ds = {k: make_dataset({"x": x}, (x[:, 0] > 0.5).astype(int), 8) for k in
+    ...       ("train", "validation", "test")}
+    >>> out = fit_and_evaluate(model, ds, "classification", str(getfixture("tmp_path")),
+    ...                        epochs=2, verbose=0)
+    >>> sorted(k for k in out if k.startswith(("validation", "test")))
+    ['test_accuracy', 'test_loss', 'validation_accuracy', 'validation_loss']
+    >>> len(out["history"]["val_loss"]), os.path.basename(out["model_path"])
+    (2, 'model.keras')
+    """
+    import keras
+
+    os.makedirs(folder, exist_ok=True)
+    loss, metric = LOSSES[head]
+    model.compile(keras.optimizers.Adam(learning_rate), loss, metrics=[metric])
+    start = time.time()
+    history = model.fit(datasets["train"], validation_data=datasets["validation"],
+                        epochs=epochs, verbose=2 if verbose >= 2 else 0,
+                        shuffle=False,  # tf.data shuffles
+                        callbacks=[keras.callbacks.TensorBoard(os.path.join(folder, "logs"))])
+    seconds = time.time() - start
+    model_path = os.path.join(folder, "model.keras")
+    save_model(model, model_path)
+    metrics = {}
     for name in ("validation", "test"):
         scores = model.evaluate(datasets[name], verbose=0, return_dict=True)
         metrics.update({f"{name}_{k}": float(v) for k, v in scores.items()})
     metrics.update(train_seconds=round(seconds, 1), parameters=int(model.count_params()),
                    history={k: [float(v) for v in vs] for k, vs in history.history.items()},
                    model_path=model_path)
-    if task.breakdown is not None:
-        metrics.update(task.breakdown(data.test, np.asarray(model.predict(datasets["test"],
-                                                                          verbose=0))))
+    return metrics
+
+
+def write_metrics(folder, metrics, head, verbose=1):
+    """Writes `folder/metrics.json` atomically; with `verbose`, prints a summary line.
+
+    Example:
+
+    >>> folder = str(getfixture("tmp_path"))
+    >>> write_metrics(folder, {"validation_mae": 0.5, "test_mae": 0.25,
+    ...                        "model_path": "m.keras"}, "regression")  # doctest: +ELLIPSIS
+    validation mae 0.5000, test mae 0.2500; model: m.keras; metrics: .../metrics.json; \
+TensorBoard logs: .../logs
+    """
     path = os.path.join(folder, "metrics.json")
     write_json(path, metrics)
     if verbose:
+        metric = LOSSES[head][1]
         scores = ", ".join(f"{name} {metric} {metrics[f'{name}_{metric}']:.4f}"
                            for name in ("validation", "test"))
-        print(f"{scores}; model: {model_path}; metrics: {path}; TensorBoard logs: {logs}")
-    return metrics
+        print(f"{scores}; model: {metrics['model_path']}; metrics: {path}; "
+              f"TensorBoard logs: {os.path.join(folder, 'logs')}")
 
 
 def build_parser(task, prog=None):
