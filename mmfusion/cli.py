@@ -43,9 +43,25 @@ def _report(args):
 
 
 def _train(args):
-    from mmfusion.recipes.train import main as train
+    config = args.config
+    given = [a for a in args.task_args if a == "--config" or a.startswith("--config=")]
+    if given or (config is not None and args.task is not None):
+        args.parser.error("give either a TASK or --config FILE, not both")
+    if config is None:
+        if args.task is None:
+            args.parser.error("give a TASK or --config FILE")
+        from mmfusion.recipes.train import main as train
 
-    train(args.task, args.task_args)
+        train(args.task, args.task_args)
+        return
+    if args.task_args:
+        args.parser.error(f"--config FILE takes no other options; got {' '.join(args.task_args)}")
+    from mmfusion.recipes.config import train_from_config
+
+    try:
+        train_from_config(config)
+    except ValueError as error:
+        args.parser.exit(2, f"mmfusion train: error: {error}\n")
 
 
 def search_parser(task):
@@ -140,14 +156,21 @@ def build_parser():
     for name, run, what in (("train", _train, "train a fusion model"),
                             ("search", _search, "fusion architecture search")):
         command = commands.add_parser(
-            name, formatter_class=_FORMAT, help=f"{what}: mmfusion {name} TASK [options]",
+            name, formatter_class=_FORMAT, help=f"{what}: mmfusion {name} TASK [options]"
+                                                + (" or --config FILE" if name == "train" else ""),
             description=f"{what.capitalize()} on a registered task ({choices}); "
-                        f"'mmfusion {name} TASK --help' lists its options and defaults.")
+                        f"'mmfusion {name} TASK --help' lists its options and defaults."
+                        + (" Or on your own files: 'mmfusion train --config FILE' (a TOML "
+                           "file, see mmfusion.recipes.config)." if name == "train" else ""))
+        if name == "train":
+            command.add_argument("--config", default=None, metavar="FILE",
+                                 help="train on your own files as a TOML file describes them "
+                                      "(mmfusion.recipes.config); instead of a TASK")
         command.add_argument("task", choices=tasks.available(), metavar="TASK",
-                             help=f"one of {choices}")
+                             nargs="?" if name == "train" else None, help=f"one of {choices}")
         command.add_argument("task_args", nargs=argparse.REMAINDER, metavar="...",
                              help="options of the task's command")
-        command.set_defaults(run=run)
+        command.set_defaults(run=run, parser=command)
 
     report = commands.add_parser("report", formatter_class=_FORMAT,
                                  help="HTML report of a run's TensorBoard logs: mmfusion report LOGDIR")

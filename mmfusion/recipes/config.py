@@ -480,14 +480,14 @@ def train_from_config(config, verbose=2):
     >>> metrics["rows"], list(metrics["test_by_presence"])
     ({'train': 44, 'validation': 8, 'test': 8}, ['tabular+text'])
     """
+    if not (isinstance(config, dict) and "source" in config):
+        config = load_config(config)  # before Keras is imported: bad files fail at once
     import keras
 
     from mmfusion.compose import build_fusion_model
     from mmfusion.datasets.pipelines import make_dataset
     from mmfusion.recipes.train import fit_and_evaluate, write_metrics
 
-    if not (isinstance(config, dict) and "source" in config):
-        config = load_config(config)
     model_settings, training = config["model"], config["training"]
     keras.utils.set_random_seed(training["seed"])
     data = prepare_data(config)
