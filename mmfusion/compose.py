@@ -808,6 +808,18 @@ def _head_spec(head, num_outputs, head_units, head_dropout):
     return head
 
 
+def _modality_dropout(modality_dropout, modalities):
+    """The `ModalityDropout` layer of `build_fusion_model`: a rate, or a layer."""
+    if not isinstance(modality_dropout, ModalityDropout):
+        return ModalityDropout(modality_dropout, modalities=modalities, name="modality_dropout")
+    if modality_dropout.modalities not in (None, modalities):
+        raise ValueError(f"build_fusion_model: the ModalityDropout layer's modalities "
+                         f"{modality_dropout.modalities} are not the branches' order {modalities}.")
+    if modality_dropout.modalities is None:
+        modality_dropout.modalities = modalities
+    return modality_dropout
+
+
 def build_fusion_model(branches, fusion="concat", head="classification", num_outputs=2, *,
                        placement="intermediate", taps=None, units=64, fusion_kwargs=None,
                        tap_pooling="flatten", head_units=(64,), head_dropout=0.0,
@@ -868,7 +880,9 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
             modalities are marked absent at random (never all of an
             example's), so the model learns to predict when one is missing.
             Dropped rows' inputs are zeroed before the branches, as absent
-            ones are. 0 adds none.
+            ones are. 0 adds none. A `ModalityDropout` layer (e.g. with
+            `warmup_steps`) is used as given; its `modalities` must be the
+            branches' order, and are set to it when not given.
         absent: what a fusion layer sees of an absent modality:
             - `"zeros"`: the fusion layer gets the presence mask and applies
               its own rule (dropped from a sum, zero gate, masked attention;
@@ -926,8 +940,8 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
     if presence is not False and presence is not None:
         model_inputs[PRESENCE], presence_input = _presence_input(presence, list(inputs))
     if modality_dropout:
-        presence_input = ModalityDropout(modality_dropout, modalities=list(inputs),
-                                         name="modality_dropout")(inputs, presence=presence_input)
+        presence_input = _modality_dropout(modality_dropout, list(inputs))(
+            inputs, presence=presence_input)
     if presence_input is not None:
         inputs = {m: _zero_absent(x, presence_input, i, m) for i, (m, x) in enumerate(inputs.items())}
     _check_choice("absent", absent, ABSENT)

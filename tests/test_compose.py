@@ -10,6 +10,7 @@ import pytest
 
 from mmfusion import fusion
 from mmfusion.branches import image_cnn, tabular_mlp, text_lstm
+from mmfusion.fusion import ModalityDropout
 from mmfusion.compose import (Early, FusionPoint, Head, ImputeAbsent, LearnedAbsence, Late,
                               PresenceColumns, StackPresence, ZeroAbsent, build_fusion_model)
 from mmfusion import keras_internals
@@ -179,6 +180,21 @@ def test_modality_dropout_marks_whole_modalities_absent_in_training_only(presenc
     model.save(path)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(
         keras.models.load_model(path)(feed, training=False)), full, atol=1e-6)
+
+
+def test_a_modality_dropout_layer_with_warmup_is_used_as_given():
+    branches = {"c": tabular_mlp(2, units=(4,), name="c"), "a": tabular_mlp(3, units=(4,), name="a")}
+    drop = ModalityDropout(0.5, seed=0, warmup_steps=3)
+    model = build_fusion_model(branches, "concat", num_outputs=2, units=4, modality_dropout=drop)
+    assert model.get_layer(drop.name) is drop and drop.modalities == ["c", "a"]  # branch order
+    x = {"a": RNG.normal(size=(40, 3)).astype("float32"),
+         "c": RNG.normal(size=(40, 2)).astype("float32")}
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, np.zeros(40), batch_size=20, epochs=1, verbose=0)  # 2 steps
+    assert float(keras.ops.convert_to_numpy(drop.step)) == 2.0
+    with pytest.raises(ValueError, match="not the branches' order"):
+        build_fusion_model(branches, "concat", num_outputs=2,
+                           modality_dropout=ModalityDropout(0.5, modalities=["a", "c"]))
 
 
 def half_image_absent(n=32, placeholder=np.nan):

@@ -17,14 +17,24 @@ class ModalityDropout(keras.layers.Layer):
     modalities would all be dropped keeps one of its present modalities,
     chosen uniformly at random, so no example loses every modality (the
     effective drop rate is therefore a little below `rate`). At inference the
-    incoming mask (or all ones) is returned unchanged. The layer has no
-    weights; it does not touch the modality tensors themselves.
+    incoming mask (or all ones) is returned unchanged. It does not touch the
+    modality tensors themselves.
+
+    Warm-up (a curriculum): with `warmup_steps=S`, the rate grows linearly
+    from 0 to `rate` over the first S training calls (one per training
+    step in `fit`), so the model first learns from complete examples and
+    then to cope with missing modalities. The layer counts its training
+    calls in a non-trainable variable `step` (saved with the model, so a
+    resumed training continues the schedule); without warm-up it has no
+    weights.
 
     Args:
         rate: float in [0, 1), or a list with one rate per modality.
         seed: optional int seed of the layer's `keras.random.SeedGenerator`.
         modalities: optional list of modality names giving the order of dict
             inputs (else sorted keys), as for fusion layers.
+        warmup_steps: number of training calls over which the rate grows
+            from 0 to `rate` (0: the full rate from the first step).
         **kwargs: standard layer arguments.
 
     Call arguments:
@@ -46,15 +56,24 @@ class ModalityDropout(keras.layers.Layer):
     ((6, 2), True)
     """
 
-    def __init__(self, rate=0.5, seed=None, modalities=None, **kwargs):
+    def __init__(self, rate=0.5, seed=None, modalities=None, warmup_steps=0, **kwargs):
         super().__init__(**kwargs)
         rates = rate if isinstance(rate, (list, tuple)) else [rate]
         if not all(0.0 <= r < 1.0 for r in rates):
             raise ValueError(f"ModalityDropout: every rate must be in [0, 1); received {rate}.")
+        if not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError("ModalityDropout: warmup_steps must be an int >= 0; "
+                             f"received {warmup_steps!r}.")
         self.rate = list(rate) if isinstance(rate, (list, tuple)) else rate
         self.seed = seed
         self.modalities = modalities
+        self.warmup_steps = warmup_steps
         self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        # Training calls so far, capped at warmup_steps (exact in float32).
+        self.step = self.add_weight(name="step", shape=(), initializer="zeros",
+                                    trainable=False) if self.warmup_steps else None
 
     def _ordered(self, inputs):
         if isinstance(inputs, dict):
@@ -77,6 +96,10 @@ class ModalityDropout(keras.layers.Layer):
         # Sampled in float32 whatever the policy (float16 would round the rates).
         present = ops.cast(presence, "float32")
         rate = ops.convert_to_tensor(self.rate, "float32")
+        if self.step is not None:
+            step = ops.cast(self.step, "float32")
+            rate = rate * ops.minimum(step / self.warmup_steps, 1.0)
+            self.step.assign(ops.minimum(step + 1.0, float(self.warmup_steps)))
         noise = keras.random.uniform(ops.shape(present), seed=self.seed_generator)
         kept = ops.where(noise >= rate, present, ops.zeros_like(present))
         # Rows that lost everything keep one present modality, drawn at random.
@@ -87,5 +110,6 @@ class ModalityDropout(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(rate=self.rate, seed=self.seed, modalities=self.modalities)
+        config.update(rate=self.rate, seed=self.seed, modalities=self.modalities,
+                      warmup_steps=self.warmup_steps)
         return config

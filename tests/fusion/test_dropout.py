@@ -73,3 +73,34 @@ def test_bad_rates_are_rejected():
         ModalityDropout(rate=1.0)
     with pytest.raises(ValueError, match="ModalityDropout.*2 rates.*3 modalities"):
         _masks(ModalityDropout(rate=[0.1, 0.2]), n=3)
+
+
+def test_warmup_grows_the_rate_linearly_then_holds_it():
+    """Per-modality drop fraction of call k is rate · min(k / S, 1); the
+    expected fractions (dropped alone, or in a rescued pair) come from the
+    effective rate r: r(1 − r) + r²/2."""
+    layer = ModalityDropout(rate=[0.0, 0.6], seed=5, warmup_steps=4)
+    dropped = [1 - _masks(layer)[:, 1].mean() for _ in range(6)]
+    # With one modality never dropped, no row is emptied: the fraction is the rate.
+    np.testing.assert_allclose(dropped, [0.0, 0.15, 0.3, 0.45, 0.6, 0.6], atol=0.015)
+    assert float(keras.ops.convert_to_numpy(layer.step)) == 4.0  # capped
+    _masks(layer, training=False)  # inference does not advance the schedule
+    assert float(keras.ops.convert_to_numpy(layer.step)) == 4.0
+
+
+def test_warmup_step_is_saved_and_validated(tmp_path):
+    inputs = [keras.Input((1,)), keras.Input((1,))]
+    model = keras.Model(inputs, ModalityDropout(0.5, seed=6, warmup_steps=10)(inputs))
+    model.compile(loss="mse")
+    x = [np.zeros((64, 1), "float32")] * 2
+    model.fit(x, np.ones((64, 2), "float32"), batch_size=16, epochs=1, verbose=0)  # 4 steps
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path).layers[-1]
+    assert reloaded.warmup_steps == 10
+    assert float(keras.ops.convert_to_numpy(reloaded.step)) == 4.0
+    plain = ModalityDropout(0.5)
+    _masks(plain)
+    assert not plain.weights  # no warm-up, no weights
+    with pytest.raises(ValueError, match="warmup_steps"):
+        ModalityDropout(0.5, warmup_steps=-1)
