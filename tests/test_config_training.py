@@ -193,3 +193,55 @@ def test_split_indices_disjoint_seeded_and_stratified():
     assert all(np.array_equal(parts[k], again[k]) for k in parts)
     other = split_indices(70, 0.2, 0.3, seed=4, stratify=labels)
     assert not np.array_equal(parts["test"], other["test"])
+
+
+def test_cli_trains_a_regression_config(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    rows = ["size,note,value"]
+    for i in range(80):
+        size = rng.uniform(0, 4)
+        note = "big" if size > 2 else ("" if i % 3 == 0 else "small")
+        rows.append(f"{size:.3f},{note},{2 * size + 1:.3f}")
+    (tmp_path / "items.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "items.toml").write_text(
+        'data = "items.csv"\nlabel = "value"\ntask = "regression"\n'
+        '[modalities.numbers]\nkind = "tabular"\ncolumns = ["size"]\nunits = [16]\n'
+        '[modalities.text]\ncolumn = "note"\nembedding_dim = 4\nunits = [4]\n'
+        '[model]\nfusion = "concat"\nunits = 16\nhead_units = [16]\n'
+        '[training]\nepochs = 30\nlearning_rate = 1e-2\nvalidation = 0.2\ntest = 0.2\n')
+    main(["train", "--config", str(tmp_path / "items.toml")])
+    assert "test mae" in capsys.readouterr().out
+    metrics = json.load(open(tmp_path / "runs" / "items" / "metrics.json"))
+    # Targets spread over [1, 9] (std 2.3); predicting their mean gives MAE about 2.
+    assert metrics["test_mae"] < 1.0, metrics["test_mae"]
+    assert set(metrics["test_by_presence"]) <= {"numbers", "numbers+text"}
+    assert "mae" in metrics["test_by_presence"]["numbers+text"]
+
+
+def test_parquet_needs_pandas_or_pyarrow(tmp_path):
+    try:
+        import pyarrow  # noqa: F401
+        pytest.skip("pyarrow is installed")
+    except ImportError:
+        pass
+    try:
+        import pandas  # noqa: F401
+        pytest.skip("pandas is installed")
+    except ImportError:
+        pass
+    (tmp_path / "rows.parquet").write_bytes(b"PAR1")
+    with pytest.raises(ValueError, match="data: reading parquet .* needs pandas or pyarrow"):
+        load_config({"data": str(tmp_path / "rows.parquet"), "label": "y",
+                     "modalities": {"tabular": {"columns": ["x"]}}})
+
+
+def test_readme_config_example_is_valid(tmp_path):
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+    block = readme.split("### Training on your own files", 1)[1].split("```toml\n", 1)[1]
+    (tmp_path / "listings.toml").write_text(block.split("```", 1)[0])
+    (tmp_path / "listings.csv").write_text("price,weight,image_path,description,category\n")
+    config = load_config(str(tmp_path / "listings.toml"))
+    assert {m: s["kind"] for m, s in config["modalities"].items()} == {
+        "tabular": "tabular", "image": "image", "text": "text"}
+    assert config["model"]["fusion"] == "gmu" and config["training"]["output"] == str(
+        tmp_path / "runs" / "listings")
