@@ -16,9 +16,10 @@ functional model) and `M` a modality name:
   attention maps: one `mmfusion.inspect.plots.attention_figure` per example
   (heads side by side, query and key axes, a colour bar, the example's
   absent modalities in its title); (histogram) for any other weights.
-- `ablation/METRIC/all` and `ablation/METRIC/without_M` (scalars): the
-  validation metric with every modality, and with modality M absent
-  (see `mmfusion.inspect.modality_ablation`).
+- `ablation/METRIC/all`, `ablation/METRIC/without_M` and
+  `ablation/METRIC/only_M` (scalars): the validation metric with every
+  modality, with modality M absent, and with M the only one present (see
+  `mmfusion.inspect.modality_ablation`).
 """
 
 import os
@@ -179,7 +180,8 @@ class FusionInspector(keras.callbacks.Callback):
     >>> _ = model.fit(x, y, epochs=1, verbose=0, callbacks=[FusionInspector(log_dir, (x, y))])
     >>> scalars, _ = read_events(log_dir)
     >>> sorted(scalars["fusion"])  # doctest: +NORMALIZE_WHITESPACE
-    ['ablation/accuracy/all', 'ablation/accuracy/without_a', 'ablation/accuracy/without_b',
+    ['ablation/accuracy/all', 'ablation/accuracy/only_a', 'ablation/accuracy/only_b',
+     'ablation/accuracy/without_a', 'ablation/accuracy/without_b',
      'gmu/gates_mean/a', 'gmu/gates_mean/b']
     """
 
@@ -222,6 +224,7 @@ class FusionInspector(keras.callbacks.Callback):
                 result = modality_ablation(self.model, self.x, self.y, self.metric)
                 tag = f"{ABLATION}/{result['metric']}"
                 tf.summary.scalar(f"{tag}/all", result["all"])
-                for name, value in result["without"].items():
-                    tf.summary.scalar(f"{tag}/without_{name}", value)
+                for kind in ("without", "only"):
+                    for name, value in result[kind].items():
+                        tf.summary.scalar(f"{tag}/{kind}_{name}", value)
         self._writer.flush()

@@ -258,7 +258,8 @@ def _with_input(x, names, name, value):
 
 
 def modality_ablation(model, x, y, metric=None, presence="presence"):
-    """The model's metric with each modality in turn marked absent.
+    """The model's metric with each modality in turn marked absent, and with
+    each modality alone present.
 
     A modality is marked absent through the model's `presence` input when it
     has one (its column set to 0; the columns follow the order of the other
@@ -277,8 +278,9 @@ def modality_ablation(model, x, y, metric=None, presence="presence"):
         presence: name of the presence input.
 
     Returns:
-        Dict with `"metric"` (its name), `"all"` (value with every modality)
-        and `"without"` (dict modality -> value with that modality absent).
+        Dict with `"metric"` (its name), `"all"` (value with every modality),
+        `"without"` (dict modality -> value with that modality absent) and
+        `"only"` (dict modality -> value with every other modality absent).
 
     Example:
 
@@ -289,27 +291,35 @@ def modality_ablation(model, x, y, metric=None, presence="presence"):
     >>> model.compile(loss="mse")
     >>> x = {"a": np.full((4, 1), 2.0), "b": np.zeros((4, 1))}
     >>> result = modality_ablation(model, x, np.ones((4, 1)))
-    >>> result["metric"], result["all"], result["without"]
-    ('loss', 0.0, {'a': 1.0, 'b': 0.0})
+    >>> result["metric"], result["all"], result["without"], result["only"]
+    ('loss', 0.0, {'a': 1.0, 'b': 0.0}, {'a': 0.0, 'b': 1.0})
     """
     names = _input_names(model)
     modalities = [n for n in names if n != presence]
 
-    def score(data):
+    def score(kept):
+        """The metric with only the modalities in `kept` present."""
+        data = x
+        if presence in names:
+            given = _get_input(x, names, presence)
+            if isinstance(given, dict):  # build_fusion_model(presence="dict")
+                value = {name: column if name in kept
+                         else np.zeros_like(np.asarray(column, "float32"))
+                         for name, column in given.items()}
+            else:
+                value = np.array(given, dtype="float32")
+                for i, name in enumerate(modalities):
+                    if name not in kept:
+                        value[:, i] = 0.0
+            data = _with_input(data, names, presence, value)
+        else:
+            for name in modalities:
+                if name not in kept:
+                    data = _with_input(data, names, name, np.zeros_like(_get_input(x, names, name)))
         return float(model.test_on_batch(data, y, return_dict=True)[metric])
 
     logs = model.test_on_batch(x, y, return_dict=True)
     metric = metric or next((k for k in logs if k != "loss"), "loss")
-    without = {}
-    for i, name in enumerate(modalities):
-        if presence in names:
-            target, given = presence, _get_input(x, names, presence)
-            if isinstance(given, dict):  # build_fusion_model(presence="dict")
-                value = {**given, name: np.zeros_like(np.asarray(given[name], "float32"))}
-            else:
-                value = np.array(given, dtype="float32")
-                value[:, i] = 0.0
-        else:
-            target, value = name, np.zeros_like(_get_input(x, names, name))
-        without[name] = score(_with_input(x, names, target, value))
-    return {"metric": metric, "all": float(logs[metric]), "without": without}
+    return {"metric": metric, "all": float(logs[metric]),
+            "without": {m: score(set(modalities) - {m}) for m in modalities},
+            "only": {m: score({m}) for m in modalities}}

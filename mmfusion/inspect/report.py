@@ -92,17 +92,20 @@ def _table(header, rows):
 
 
 def _contributions(fusion_scalars):
-    """`{metric: (value with all, {modality: value without it})}` at the last logged step."""
-    full, without = {}, defaultdict(dict)
+    """`{metric: (value with all, {modality: value without it}, {modality:
+    value with it alone})}` at the last logged step."""
+    full, without, only = {}, defaultdict(dict), defaultdict(dict)
     for tag, (_, values) in fusion_scalars.items():
         parts = tag.split("/")
         if parts[0] != ABLATION or len(parts) != 3:
             continue
         if parts[2] == "all":
             full[parts[1]] = values[-1]
-        else:
+        elif parts[2].startswith("without_"):
             without[parts[1]][parts[2].removeprefix("without_")] = values[-1]
-    return {metric: (value, without[metric]) for metric, value in full.items()}
+        elif parts[2].startswith("only_"):
+            only[parts[1]][parts[2].removeprefix("only_")] = values[-1]
+    return {metric: (value, without[metric], only[metric]) for metric, value in full.items()}
 
 
 def _groups(series_by_tag, split):
@@ -158,9 +161,11 @@ def build_report(logdir, output=None):
          for run, tags in sorted(scalars.items()) for tag, (_, values) in sorted(tags.items())])]
     if contributions:
         body += ["<h2>Modality contributions (last logged epoch)</h2>", _table(
-            ["metric", "modality", "with all", "without modality", "contribution"],
-            [(metric, m, full, value, full - value)
-             for metric, (full, without) in contributions.items() for m, value in without.items()])]
+            ["metric", "modality", "with all", "without modality", "contribution",
+             "modality alone"],
+            [(metric, m, full, value, full - value, only.get(m, ""))
+             for metric, (full, without, only) in contributions.items()
+             for m, value in without.items()])]
     if fusion:
         body += ["<h2>Fusion scalars (last logged epoch)</h2>",
                  _table(["tag", "value"], [(tag, v[-1]) for tag, (_, v) in sorted(fusion.items())])]
@@ -181,7 +186,7 @@ def _plots(scalars, fusion, contributions, attention_maps):
         figures.append((weight_trajectories(series, tag, tag), f"training curve: {tag}"))
     for group, series in sorted(_groups(fusion, lambda t: tuple(t.rsplit("/", 1))).items()):
         figures.append((weight_trajectories(series, group), f"fusion: {group}"))
-    for metric, (full, without) in contributions.items():
+    for metric, (full, without, _) in contributions.items():
         figures.append((contribution_bars(without, full, metric), f"modality contribution: {metric}"))
     html_figures = [_figure_html(png_bytes(fig), caption) for fig, caption in figures]
     for tag, pngs in sorted(attention_maps.items()):

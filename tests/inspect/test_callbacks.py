@@ -27,7 +27,8 @@ def test_gmu_run_has_gate_scalars_histograms_and_ablation(runs):
     fusion = scalars["fusion"]
     assert set(fusion) == {
         "gmu/gates_mean/visual", "gmu/gates_mean/textual", "ablation/accuracy/all",
-        "ablation/accuracy/without_visual", "ablation/accuracy/without_textual"}
+        "ablation/accuracy/without_visual", "ablation/accuracy/without_textual",
+        "ablation/accuracy/only_visual", "ablation/accuracy/only_textual"}
     assert fusion["gmu/gates_mean/visual"][0] == list(range(EPOCHS))
     for modality in ("visual", "textual"):
         means = np.array(fusion[f"gmu/gates_mean/{modality}"][1])
@@ -54,6 +55,9 @@ def test_ablating_the_informative_modality_drops_accuracy_to_chance(runs, run):
     assert final["all"] > 0.95
     assert abs(final["without_visual"] - 0.5) < 0.12
     assert final["without_textual"] > final["all"] - 0.05
+    # Two modalities: "only M" is "without the other one".
+    assert final["only_textual"] == final["without_visual"]
+    assert final["only_visual"] == final["without_textual"]
 
 
 def test_weighted_sum_weights_sum_to_one_and_attention_maps_are_images(runs):

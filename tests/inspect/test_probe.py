@@ -68,8 +68,28 @@ def test_ablation_through_presence_renormalizes_instead_of_zeroing():
     x = {"a": np.full((4, 1), 2.0), "b": np.zeros((4, 1)), "presence": np.ones((4, 2))}
     result = modality_ablation(model, x, np.ones((4, 1)))
     # all: 0.5*2 + 0.5*0 = 1; without a: output b = 0; without b: output a = 2.
-    assert result == {"metric": "loss", "all": 0.0, "without": {"a": 1.0, "b": 1.0}}
+    # With two modalities, "only a" is "without b".
+    assert result == {"metric": "loss", "all": 0.0, "without": {"a": 1.0, "b": 1.0},
+                      "only": {"a": 1.0, "b": 1.0}}
     np.testing.assert_array_equal(x["presence"], 1.0)  # the caller's data is not modified
+
+
+def test_ablation_of_three_modalities_by_hand():
+    """WeightedSum (equal weights, renormalized over the present ones) of
+    a = 2, b = 0, c = 4 against y = 1, MSE: all (2+0+4)/3 = 2 -> 1; without
+    a: 2 -> 1, without b: 3 -> 4, without c: 1 -> 0; only a: 2 -> 1, only b:
+    0 -> 1, only c: 4 -> 9."""
+    tensors = {n: keras.Input((1,), name=n) for n in "abc"}
+    p = keras.Input((3,), name="presence")
+    out = WeightedSum(name="ws")([tensors[n] for n in "abc"], presence=p)
+    model = keras.Model({**tensors, "presence": p}, out)
+    model.compile(loss="mse")
+    x = {"a": np.full((4, 1), 2.0), "b": np.zeros((4, 1)), "c": np.full((4, 1), 4.0),
+         "presence": np.ones((4, 3))}
+    result = modality_ablation(model, x, np.ones((4, 1)))
+    assert result["all"] == pytest.approx(1.0)
+    assert result["without"] == pytest.approx({"a": 1.0, "b": 4.0, "c": 0.0})
+    assert result["only"] == pytest.approx({"a": 1.0, "b": 1.0, "c": 9.0})
 
 
 def test_ablation_of_a_model_with_presence_by_dict():
@@ -88,10 +108,11 @@ def test_ablation_of_a_model_with_presence_by_dict():
          "presence": {"a": np.ones(16), "b": np.ones(16)}}
     y = np.arange(16) % 2
     result = modality_ablation(model, x, y)
-    for name in "ab":
+    for name, other in ("ab", "ba"):
         feed = dict(x, presence={**x["presence"], name: np.zeros(16)})
         expected = keras.losses.sparse_categorical_crossentropy(y, model.predict(feed, verbose=0))
         assert result["without"][name] == pytest.approx(float(np.mean(expected)), rel=1e-4)
+        assert result["only"][other] == pytest.approx(float(np.mean(expected)), rel=1e-4)
     assert result["without"]["a"] != pytest.approx(result["without"]["b"], rel=1e-3)
 
 

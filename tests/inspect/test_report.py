@@ -44,9 +44,14 @@ def test_report_tables_give_final_metrics_and_contributions(runs, capsys):
     path = capsys.readouterr().out.strip()
     assert path.endswith("report.html")
     page = open(path, encoding="utf-8").read()
-    rows = dict(re.findall(r"<tr><td>accuracy</td><td>(\w+)</td>(?:<td>[^<]*</td>){2}"
-                           r"<td>([-0-9.]+)</td></tr>", page))
-    assert set(rows) == {"visual", "textual"}
+    found = re.findall(r"<tr><td>accuracy</td><td>(\w+)</td><td>([-0-9.]+)</td>"
+                       r"<td>([-0-9.]+)</td><td>([-0-9.]+)</td><td>([-0-9.]+)</td></tr>", page)
+    table = {m: [float(v) for v in values] for m, *values in found}
+    assert set(table) == {"visual", "textual"}
+    rows = {m: values[2] for m, values in table.items()}  # the contribution column
     assert float(rows["visual"]) > 0.35 > abs(float(rows["textual"]))
+    # "modality alone": the visual one alone keeps the accuracy of all.
+    full, _, _, visual_alone = table["visual"]
+    assert abs(visual_alone - full) < 0.05 and table["textual"][3] < full - 0.35
     assert re.search(r"<td>validation</td><td>epoch_accuracy</td><td>0\.9\d+</td><td>4</td>", page)
     assert "attention map" not in page and np.isfinite(float(rows["visual"]))
