@@ -273,10 +273,10 @@ def load_config(path):
         raise ValueError(f"{source}: label: no column '{config['label']}' in {config['data']}; "
                          f"its columns: {', '.join(columns)}.")
     if len(config["modalities"]) > 1:
-        from mmfusion.recipes.train import _check_fusion
+        from mmfusion.recipes.train import check_fusion
 
         try:
-            _check_fusion(config["model"]["fusion"], config["model"]["placement"])
+            check_fusion(config["model"]["fusion"], config["model"]["placement"])
         except ValueError as error:
             raise ValueError(f"{source}: [model] fusion: {error}") from None
     return config

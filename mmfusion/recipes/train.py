@@ -47,7 +47,8 @@ epochs, fusion, head_dropout, head_units, learning_rate, placement, units.
     return {**DEFAULTS, **task.defaults, **overrides}
 
 
-def _check_fusion(fusion, placement):
+def check_fusion(fusion, placement):
+    """Raises a `ValueError` listing the choices for an unknown placement or fusion."""
     from mmfusion import compose
     from mmfusion import fusion as registry
 
@@ -118,7 +119,7 @@ def train_task(task, seed=0, data_dir=None, output=None, modalities=None, limit=
     if len(modalities) == 1:
         config.update(fusion="none", placement="intermediate")
     else:
-        _check_fusion(config["fusion"], config["placement"])
+        check_fusion(config["fusion"], config["placement"])
     folder = output or os.path.join(
         "runs", f"{task.name}-{config['fusion']}-{config['placement']}-s{seed}")
     os.makedirs(folder, exist_ok=True)
@@ -294,7 +295,7 @@ def main(task, argv=None, prog=None):
     overrides = {k: getattr(args, k) for k in DEFAULTS if hasattr(args, k)}
     if len(args.modalities) > 1:
         try:
-            _check_fusion(args.fusion, args.placement)
+            check_fusion(args.fusion, args.placement)
         except ValueError as error:
             parser.error(str(error))
     return train_task(task, seed=args.seed, data_dir=args.data_dir, output=args.output,
