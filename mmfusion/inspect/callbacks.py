@@ -20,6 +20,10 @@ functional model) and `M` a modality name:
   `ablation/METRIC/only_M` (scalars): the validation metric with every
   modality, with modality M absent, and with M the only one present (see
   `mmfusion.inspect.modality_ablation`).
+
+The run also holds a layout for TensorBoard's Custom Scalars dashboard
+(`scalars_layout`): the ablation curves overlaid in one chart, the gate
+means in another, the modality weights in a third.
 """
 
 import os
@@ -27,15 +31,22 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
+from tensorboard.summary.v1 import custom_scalar_pb
 
 from mmfusion.inspect.plots import attention_figure, png_bytes
 from mmfusion.inspect.probe import FusionProbe, modality_ablation
 
 RUN = "fusion"
 ABLATION = "ablation"
+# Charts of TensorBoard's custom-scalars dashboard: title -> tag regex; the
+# curves of one chart are overlaid.
+LAYOUT = {"modality ablation: the metric with all, without and with only each modality":
+          rf"^{ABLATION}/", "gate means per modality": r"/gates_mean/",
+          "modality weights": r"/modality_weights/"}
 
-__all__ = ["FusionInspector", "attention_images"]
+__all__ = ["FusionInspector", "attention_images", "scalars_layout"]
 
 
 def _probe_batch(validation_data, size):
@@ -79,6 +90,20 @@ def attention_images(maps, max_images, title="attention", modality_names=(), pre
         figure = attention_figure(example, title=f"{title}, example {i}", absent=absent)
         images.append(tf.io.decode_png(png_bytes(figure), channels=4).numpy())
     return np.stack(images)
+
+
+def scalars_layout():
+    """The custom-scalars layout of the fusion run (`LAYOUT`): one chart per
+    kind of fusion scalar, its curves overlaid.
+
+    Example:
+
+    >>> [chart.title for chart in scalars_layout().category[0].chart][1:]
+    ['gate means per modality', 'modality weights']
+    """
+    charts = [layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[regex]))
+              for title, regex in LAYOUT.items()]
+    return layout_pb2.Layout(category=[layout_pb2.Category(title="mmfusion", chart=charts)])
 
 
 def write_histogram(tag, values, bins=30):
@@ -203,6 +228,9 @@ class FusionInspector(keras.callbacks.Callback):
         if self._probe is None or self._probe.model is not self.model:
             self._probe = FusionProbe(self.model)
         self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, RUN))
+        with self._writer.as_default():
+            tf.summary.experimental.write_raw_pb(custom_scalar_pb(scalars_layout()).SerializeToString(),
+                                                 step=0)
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch % self.freq == 0:

@@ -150,3 +150,29 @@ def test_gate_statistics_are_over_present_rows(tmp_path):
                                gates[:, 0].mean(), rtol=1e-5)  # tab is present everywhere
     (counts,) = histograms(os.path.join(log_dir, "fusion"))["fusion_1_gmu/gates/img"]
     assert counts[:, 2].sum() == (presence[:, 1] == 1).sum() * gates.shape[2]
+
+
+def test_the_fusion_run_holds_a_custom_scalars_layout_matching_its_tags(runs):
+    """TensorBoard's Custom Scalars dashboard overlays the curves whose tags
+    match a chart's regex: the layout must select every logged ablation tag
+    (in one chart) and every gate mean (in another)."""
+    import re
+
+    import tensorflow as tf
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    run_dir = os.path.join(runs["gmu"], "fusion")
+    layouts = []
+    for name in os.listdir(run_dir):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, name)):
+            for value in event.summary.value:
+                if value.tag == metadata.CONFIG_SUMMARY_TAG:
+                    layouts.append(layout_pb2.Layout.FromString(
+                        tf.make_ndarray(value.tensor).item()))
+    (layout,) = layouts
+    charts = {c.title: c.multiline.tag[0] for c in layout.category[0].chart}
+    tags = set(read_events(runs["gmu"])[0]["fusion"])
+    selected = {title: {t for t in tags if re.search(regex, t)} for title, regex in charts.items()}
+    ablation = {t for t in tags if t.startswith("ablation/")}
+    assert len(ablation) == 5 and ablation in selected.values()
+    assert {"gmu/gates_mean/visual", "gmu/gates_mean/textual"} in selected.values()

@@ -58,6 +58,10 @@ def test_tensorboard_serves_the_inspector_tags(runs, tmp_path):
             wait_for_tags(process, base, "histograms", "gmu/fusion", {"gmu/gates/visual"}, deadline)
             wait_for_tags(process, base, "images", "sum_attention/fusion",
                           {"co_attention/affinity"}, deadline)
+            # The Custom Scalars dashboard serves the inspector's layout.
+            layout = get_json(f"{base}/data/plugin/custom_scalars/layout")
+            titles = [c["title"] for cat in layout["category"] for c in cat["chart"]]
+            assert any(t.startswith("modality ablation") for t in titles), layout
         finally:
             process.terminate()
             process.wait(timeout=20)
