@@ -108,6 +108,12 @@ def _contributions(fusion_scalars):
     return {metric: (value, without[metric], only[metric]) for metric, value in full.items()}
 
 
+def _constant(series):
+    """Whether every curve of `{label: (steps, values)}` holds one and the same value."""
+    values = {v for _, vs in series.values() for v in vs}
+    return len(values) <= 1
+
+
 def _groups(series_by_tag, split):
     """Groups `{tag: series}` into `{group: {label: series}}` by `split(tag)`."""
     groups = defaultdict(dict)
@@ -183,9 +189,12 @@ def _plots(scalars, fusion, contributions, attention_maps):
     metrics = _groups({(run, tag): s for run, tags in scalars.items() for tag, s in tags.items()
                        if tag.startswith("epoch_")}, lambda key: (key[1], key[0]))
     for tag, series in sorted(metrics.items()):
+        if _constant(series):  # e.g. epoch_learning_rate without a schedule
+            continue
         figures.append((weight_trajectories(series, tag, tag), f"training curve: {tag}"))
     for group, series in sorted(_groups(fusion, lambda t: tuple(t.rsplit("/", 1))).items()):
-        figures.append((weight_trajectories(series, group), f"fusion: {group}"))
+        ylabel = group.rsplit("/", 1)[-1].replace("_", " ")  # gates_mean, accuracy, ...
+        figures.append((weight_trajectories(series, group, ylabel), f"fusion: {group}"))
     for metric, (full, without, _) in contributions.items():
         figures.append((contribution_bars(without, full, metric), f"modality contribution: {metric}"))
     html_figures = [_figure_html(png_bytes(fig), caption) for fig, caption in figures]

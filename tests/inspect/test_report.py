@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mmfusion.cli import main
+from mmfusion.inspect.report import read_events
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -33,6 +34,11 @@ def test_report_command_embeds_every_plot_as_a_valid_png(runs, tmp_path, capsys)
         "attention map: co_attention/attention_textual (example 2)",
     }
     assert expected <= set(images)
+    # Keras logs a constant epoch_learning_rate (no schedule): no plot for it,
+    # nor for TensorBoard's own evaluation_*_vs_iterations tags.
+    scalars = read_events(runs["sum_attention"])[0]
+    assert len(set(scalars["train"]["epoch_learning_rate"][1])) == 1
+    assert not [alt for alt in images if "learning_rate" in alt or "vs_iterations" in alt]
     for png in images.values():
         assert png.startswith(PNG_SIGNATURE)
         pixels = matplotlib.image.imread(io.BytesIO(png), format="png")
