@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mmfusion.files import write_json  # noqa: E402
 from mmfusion.search.features import feature_branches, pack  # noqa: E402
 from mmfusion.search.hypermodel import FusionHyperModel  # noqa: E402
 from mmfusion.search.run import DEFAULT_FUSIONS, ORACLES, load_task, make_tuner, prepare  # noqa: E402
@@ -214,9 +215,8 @@ def main(argv=None):
         results["table"] = table(curves, args.trials)
         print(results["table"])
         plot(curves, os.path.join(args.output, "search_curves.png"))
-    with open(os.path.join(args.output, "results.json" if not args.skip_search
-                           else "speedup.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    write_json(os.path.join(args.output, "results.json" if not args.skip_search
+                            else "speedup.json"), results, indent=1)
 
 
 if __name__ == "__main__":

@@ -110,14 +110,18 @@ def _search(args):
                      f"available: {', '.join(fusion.available())}")
     import keras
 
-    from mmfusion.search.run import load_task, run_search
+    from mmfusion.search.run import SettingsMismatchError, load_task, run_search
 
     callbacks = [keras.callbacks.TensorBoard(options.tensorboard)] if options.tensorboard else []
     task = load_task(args.task, seed=options.seed, data_dir=options.data_dir)
-    run_search(task, oracle=options.oracle, trials=options.trials, directory=options.directory,
-               epochs=options.epochs, max_layers=options.max_layers, seed=options.seed,
-               pretrain_epochs=options.pretrain_epochs, overwrite=options.overwrite,
-               callbacks=callbacks, fusions=fusions)
+    try:
+        run_search(task, oracle=options.oracle, trials=options.trials,
+                   directory=options.directory, epochs=options.epochs,
+                   max_layers=options.max_layers, seed=options.seed,
+                   pretrain_epochs=options.pretrain_epochs, overwrite=options.overwrite,
+                   callbacks=callbacks, fusions=fusions)
+    except SettingsMismatchError as error:
+        parser.error(str(error))
 
 
 def build_parser():

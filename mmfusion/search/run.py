@@ -62,6 +62,10 @@ class Task:
     name: str = "custom"
 
 
+class SettingsMismatchError(ValueError):
+    """Raised when a search directory holds a search started with other settings."""
+
+
 def load_task(name, seed=0, data_dir=None, width=1):
     """The branches and train / validation / test splits of a registered task.
 
@@ -240,7 +244,7 @@ def check_settings(path, settings, overwrite=False):
         if different:
             changes = ", ".join(f"{k}={new!r} (it has {old!r})"
                                 for k, (old, new) in sorted(different.items()))
-            raise ValueError(
+            raise SettingsMismatchError(
                 f"The search in {os.path.dirname(path)} was started with other settings: "
                 f"{changes}. Resume it with its own settings, start it again with "
                 f"overwrite=True (mmfusion search --overwrite), or use another directory.")

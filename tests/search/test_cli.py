@@ -19,3 +19,9 @@ def test_search_command_prints_and_exports_best(tmp_path, capsys):
     main(["search", "synthetic", "--trials", "2", "--epochs", "1", "--pretrain-epochs", "1",
           "--max-layers", "1", "--fusions", "concat,gmu", "--directory", str(tmp_path)])
     assert capsys.readouterr().out.count("trial ") == 0
+    # Resuming with other settings is a usage error, not a traceback.
+    with pytest.raises(SystemExit) as stopped:
+        main(["search", "synthetic", "--trials", "3", "--epochs", "1", "--pretrain-epochs", "1",
+              "--max-layers", "1", "--fusions", "concat,gmu", "--directory", str(tmp_path)])
+    assert stopped.value.code == 2
+    assert "started with other settings: trials=3 (it has 2)" in capsys.readouterr().err
