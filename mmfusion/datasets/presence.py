@@ -117,7 +117,10 @@ def presence_from(inputs, modalities=None, present=None, file_root=None, key=PRE
         present: optional dict modality -> boolean column saying which rows
             are present (combined with what is found in the data).
         file_root: folder of the file paths in string columns; a path that
-            does not exist there marks the row absent. None: not checked.
+            does not exist there marks the row absent. A folder applies to
+            every string column; a dict modality -> folder to those
+            modalities only (the others, e.g. texts, are not paths). None:
+            not checked.
         key: name of the mask in the result (the model input `"presence"`).
 
     Returns:
@@ -152,7 +155,8 @@ def presence_from(inputs, modalities=None, present=None, file_root=None, key=PRE
     out = {name: inputs[name] for name in columns}
     mask = []
     for name in names:
-        out[name], ok = _column(name, inputs[name], file_root)
+        root = file_root.get(name) if isinstance(file_root, dict) else file_root
+        out[name], ok = _column(name, inputs[name], root)
         if present is not None and name in present:
             flags = np.asarray(present[name], bool).reshape(-1)
             if len(flags) != len(ok):

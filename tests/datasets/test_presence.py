@@ -38,6 +38,19 @@ def test_explicit_flags_and_missing_files(tmp_path):
     np.testing.assert_array_equal(out["tabular"], [[1, 1], [1, 1], [0, 0]])
 
 
+def test_file_root_per_modality_leaves_text_columns_alone(tmp_path):
+    """A folder for every string column would take the texts for missing
+    files (all absent); a dict checks the image paths only."""
+    (tmp_path / "a.png").write_bytes(b"x")
+    data = {"image": np.array(["a.png", "gone.png", ""], dtype=object),
+            "text": np.array(["red shoe", "", "blue hat"], dtype=object)}
+    everywhere = presence_from(data, file_root=str(tmp_path))
+    np.testing.assert_array_equal(everywhere["presence"][:, 1], [0, 0, 0])
+    out = presence_from(data, file_root={"image": str(tmp_path)})
+    np.testing.assert_array_equal(out["presence"], [[1, 1], [0, 0], [0, 1]])
+    assert out["text"].tolist() == ["red shoe", "", "blue hat"]
+
+
 def test_dataset_pipeline_gets_the_same_mask():
     numeric = {"tabular": product_rows()["tabular"],
                "image": np.stack([np.ones((2, 2)), np.full((2, 2), np.nan), np.zeros((2, 2)),
