@@ -62,10 +62,17 @@ def _texts(value):
     return list(value)
 
 
-def _integer(value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise TypeError("must be a positive integer")
-    return value
+def _whole(minimum, what):
+    """A check for ints >= `minimum` (`what` names them in the error)."""
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise TypeError(f"must be a {what} integer")
+        return value
+    return check
+
+
+_integer = _whole(1, "positive")
+_seed = _whole(0, "non-negative")
 
 
 def _integers(value):
@@ -90,12 +97,6 @@ def _fraction(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
         raise TypeError("must be a fraction in (0, 1)")
     return float(value)
-
-
-def _seed(value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise TypeError("must be a non-negative integer")
-    return value
 
 
 def _flag(value):
