@@ -173,10 +173,23 @@ def _read_toml(path):
         raise ValueError(f"{path}: not valid TOML ({error}).") from None
 
 
-def _read_table(path, source):
-    """`(column names, dict column -> list of values)` of a CSV or parquet file."""
+def _check_file(path, source):
     if not os.path.isfile(path):
         raise ValueError(f"{source}: data: no file {path}.")
+
+
+def _read_columns(path, source):
+    """The column names of a CSV file (its header row only) or a parquet file."""
+    _check_file(path, source)
+    if path.endswith((".parquet", ".pq")):
+        return _read_table(path, source)[0]
+    with open(path, newline="", encoding="utf-8") as f:
+        return next(csv.reader(f), [])
+
+
+def _read_table(path, source):
+    """`(column names, dict column -> list of values)` of a CSV or parquet file."""
+    _check_file(path, source)
     if path.endswith((".parquet", ".pq")):
         try:
             import pandas
@@ -250,7 +263,7 @@ def load_config(path):
     if not isinstance(modalities, dict) or not modalities:
         raise ValueError(f"{source}: modalities: missing; add at least one [modalities.NAME] "
                          f"section (kinds: {', '.join(KINDS)}).")
-    columns, _ = _read_table(config["data"], source)
+    columns = _read_columns(config["data"], source)
     config["modalities"] = {}
     for modality, values in modalities.items():
         where = f"modalities.{modality}"
@@ -509,7 +522,7 @@ def train_from_config(config, verbose=2):
     folder = training["output"]
     os.makedirs(folder, exist_ok=True)
     write_json(os.path.join(folder, "preprocessing.json"), data["preprocessing"])
-    metrics = {"config": {k: v for k, v in config.items()}, "rows": {
+    metrics = {"config": dict(config), "rows": {
         part: int(len(y)) for part, (_, y) in splits.items()}}
     metrics.update(fit_and_evaluate(model, datasets, config["task"], folder,
                                     training["learning_rate"], training["epochs"], verbose))
