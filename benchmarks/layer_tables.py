@@ -11,7 +11,9 @@ sequences of regions, LSTM outputs as sequences of tokens, with their
 padding masks).
 
 A row is a registered layer name, optionally with constructor arguments:
-`gan_fusion:adversarial_weight=0`. With `--modality-dropout RATE` every
+`gan_fusion:adversarial_weight=0`; `late` is late fusion (one head per
+modality, their predictions combined with learned weights), the reference
+of effective robustness. With `--modality-dropout RATE` every
 fused row is trained with `ModalityDropout(RATE)` and also tested with each
 modality absent.
 
@@ -50,6 +52,7 @@ from mmfusion.compose import build_fusion_model  # noqa: E402
 from mmfusion.files import write_json, write_text  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
+LATE_ROW = "late"  # late fusion: per-modality heads, predictions combined with learned weights
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (normal beyond).
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
          9: 2.262, 10: 2.228}
@@ -117,17 +120,20 @@ def run_one(task, data, row, seed, args):
     keras.utils.set_random_seed(seed)
     branches = task.branches(data)
     modalities = list(branches)
+    placement = "intermediate"
     if row.endswith(" alone"):
         modality = row[:-len(" alone")]
         name, kwargs, taps = None, {}, {modality: VECTOR_TAP}
         branches = {modality: branches[modality]}
+    elif row == LATE_ROW:
+        name, kwargs, taps, placement = "weighted", {}, None, "late"
     else:
         name, kwargs = parse_row(row)
         sequence = fusion.get_class(name).input_rank == 3
         taps = {m: sequence_tap(b) if sequence else VECTOR_TAP for m, b in branches.items()}
     dropout = args.modality_dropout if name else 0.0
     model = build_fusion_model(branches, name, num_outputs=task.num_outputs, taps=taps,
-                               units=args.units, fusion_kwargs=kwargs or None,
+                               placement=placement, units=args.units, fusion_kwargs=kwargs or None,
                                presence=bool(dropout), modality_dropout=dropout)
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -182,8 +188,8 @@ def build_parser():
                         help="run a published table's settings (options given after it win)")
     parser.add_argument("--task", default="easy_vqa", help=f"one of {tasks.available()}")
     parser.add_argument("--rows", nargs="+", default=None,
-                        help="layers, 'name:key=value' (default: each modality alone, then "
-                             "every registered layer)")
+                        help="layers, 'name:key=value', or 'late' (default: each modality "
+                             "alone, late fusion, then every registered layer)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--units", type=int, default=64)
@@ -242,7 +248,7 @@ def run_table(args):
     for seed in args.seeds:
         data = task.data(data_dir=args.data_dir, seed=seed, limit=args.limit, **options)
         modalities = list(data.splits["train"][0])
-        rows = args.rows or ([f"{m} alone" for m in modalities] + [
+        rows = args.rows or ([f"{m} alone" for m in modalities] + [LATE_ROW] + [
             name for name in fusion.available() if fusion.get_class(name).accepts(len(modalities))])
         for row in rows:
             runs = report["results"].setdefault(row, [])

@@ -8,6 +8,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import layer_tables  # noqa: E402
 
+from mmfusion import tasks  # noqa: E402
+from mmfusion.compose import build_fusion_model  # noqa: E402
+
 
 def test_presets_expand_to_one_argument_list_per_table():
     tables = layer_tables.expand_presets(["--preset", "all", "--seeds", "0"])
@@ -35,3 +38,18 @@ def test_a_table_is_written_and_a_rerun_resumes(tmp_path):
     assert f"| concat | {mean:.3f} ± {half:.3f} |" in table
     again = layer_tables.main(argv)  # nothing left to train: the same runs
     assert again["results"] == report["results"]
+
+
+def test_the_late_row_is_late_fusion_and_is_tested_with_each_modality_absent(tmp_path):
+    argv = ["--task", "synthetic", "--rows", "late", "--seeds", "0", "--epochs", "2",
+            "--modality-dropout", "0.5", "--output", str(tmp_path / "late.json")]
+    (run,) = layer_tables.main(argv)["results"]["late"]
+    accuracy = run["test_accuracy"]
+    assert set(accuracy) == {"all", "textual only", "visual only"}
+    assert accuracy["all"] > 0.9
+    # Each head alone still predicts: late fusion renormalizes over present modalities.
+    assert min(accuracy["textual only"], accuracy["visual only"]) > 0.6
+    task = tasks.get("synthetic")
+    late = build_fusion_model(task.branches(task.data(seed=0)), "weighted", placement="late",
+                              num_outputs=task.num_outputs, presence=True, modality_dropout=0.5)
+    assert run["parameters"] == late.count_params()
