@@ -3,6 +3,7 @@ the speed-up of trials on cached frozen-branch features over end-to-end trials.
 
     python benchmarks/bench_search.py [--task av_digits] [--trials 15] [--seeds 0 1 2]
     python benchmarks/bench_search.py --skip-search --widths 1 4   # the speed-up only
+    python benchmarks/bench_search.py --skip-search --skip-speedup --joint 1 8 16
 
 Prints JSON lines (one per measurement), then a table of the mean (± std over
 seeds) best validation accuracy after k trials; writes `search_curves.png`
@@ -13,6 +14,11 @@ wall and CPU seconds, for branches of each `--widths` multiplier; then how
 long end-to-end training takes to reach the cached trial's accuracy. All
 searches share one set of pretrained, frozen branches and their cached
 features (seed 0), so the oracles differ only in the architectures they pick.
+`--joint K ...` times the same random search (`--trials` trials) with K
+candidates trained together per step (`FusionTuner(candidates_per_step=K)`),
+the values of K in alternating order, and reports trials per CPU-second and
+per wall-second next to K = 1's, with the best validation accuracy (the same
+proposals, so it should match).
 """
 
 import argparse
@@ -122,6 +128,41 @@ def speedup(task, prepared, fresh, width, args):
                  "trials": summary, **ratios, "end_to_end_to_match_cached": match})
 
 
+def joint_speed(task, prepared, args):
+    """Trials per CPU- and wall-second of one random search for each
+    `candidates_per_step` in `args.joint` (alternating order, `args.repeats`)."""
+    features, labels = prepared.features, prepared.labels
+    runs = {k: [] for k in args.joint}
+    for repeat in range(args.repeats):
+        for k in (args.joint if repeat % 2 == 0 else args.joint[::-1]):
+            hypermodel = FusionHyperModel(feature_branches(features["train"]), task.num_classes,
+                                          fusions=args.fusions, max_layers=args.max_layers,
+                                          units=(64,), learning_rates=(1e-3,), fit_verbose=0)
+            tuner = make_tuner("random", hypermodel, args.trials,
+                               os.path.join(args.output, "joint"), project_name=f"k{k}",
+                               seed=repeat, overwrite=True, candidates_per_step=k)
+            wall, cpu = time.perf_counter(), cpu_seconds()
+            tuner.search(pack(features["train"]), labels["train"], epochs=args.epochs,
+                         batch_size=args.batch_size, verbose=0,
+                         validation_data=(pack(features["validation"]), labels["validation"]))
+            wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+            best = max(t.score or 0.0 for t in tuner.oracle.trials.values())
+            runs[k].append({"wall": wall, "cpu": cpu, "best_val_accuracy": best})
+    summary = {str(k): {"trials_per_cpu_second": float(np.median([args.trials / r["cpu"]
+                                                                    for r in rs])),
+                        "trials_per_wall_second": float(np.median([args.trials / r["wall"]
+                                                                     for r in rs])),
+                        "best_val_accuracy": float(np.mean([r["best_val_accuracy"] for r in rs])),
+                        "runs": rs}
+               for k, rs in runs.items()}
+    reference = summary[str(args.joint[0])]
+    for k in summary.values():
+        k["cpu_ratio"] = k["trials_per_cpu_second"] / reference["trials_per_cpu_second"]
+        k["wall_ratio"] = k["trials_per_wall_second"] / reference["trials_per_wall_second"]
+    return emit({"measure": "joint_training", "trials": args.trials, "epochs": args.epochs,
+                 "reference_candidates_per_step": args.joint[0], "candidates_per_step": summary})
+
+
 def search_curve(task, prepared, oracle, seed, args):
     """Best validation accuracy after each trial of one search."""
     features, labels = prepared.features, prepared.labels
@@ -188,6 +229,8 @@ def main(argv=None):
                         help="end-to-end epochs allowed to match a cached trial's accuracy")
     parser.add_argument("--skip-speedup", action="store_true")
     parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--joint", type=int, nargs="+", default=None,
+                        help="candidates_per_step values to time (the first is the reference)")
     args = parser.parse_args(argv)
     os.makedirs(args.output, exist_ok=True)
 
@@ -208,6 +251,8 @@ def main(argv=None):
             cached = prepared if width == 1 else prepare(pretrained, args.output, report=print)
             fresh = load_task(args.task, seed=0, width=width).branches
             results["speedup"].append(speedup(pretrained, cached, fresh, width, args))
+    if args.joint:
+        results["joint"] = joint_speed(task, prepared, args)
     if not args.skip_search:
         curves = [search_curve(task, prepared, oracle, seed, args)
                   for seed in args.seeds for oracle in ORACLES]
@@ -215,8 +260,9 @@ def main(argv=None):
         results["table"] = table(curves, args.trials)
         print(results["table"])
         plot(curves, os.path.join(args.output, "search_curves.png"))
-    write_json(os.path.join(args.output, "results.json" if not args.skip_search
-                            else "speedup.json"), results, indent=1)
+    name = ("results.json" if not args.skip_search else
+            "speedup.json" if not args.skip_speedup else "joint.json")
+    write_json(os.path.join(args.output, name), results, indent=1)
 
 
 if __name__ == "__main__":

@@ -94,7 +94,10 @@ def search_parser(task):
                              "Keras's cache (downloading if needed)")
     parser.add_argument("--overwrite", action="store_true", help="start again")
     parser.add_argument("--tensorboard", default=None,
-                        help="TensorBoard log folder (HParams dashboard of the trials)")
+                        help="TensorBoard log folder (HParams dashboard of the trials; "
+                             "needs --candidates-per-step 1)")
+    parser.add_argument("--candidates-per-step", type=int, default=1,
+                        help="trials trained together in one compiled model")
     return parser
 
 
@@ -103,6 +106,9 @@ def _search(args):
     options = parser.parse_args(args.task_args)
     from mmfusion import fusion
 
+    if options.tensorboard and options.candidates_per_step != 1:
+        parser.error("--tensorboard logs each trial's own training: use it with "
+                     "--candidates-per-step 1")
     fusions = options.fusions.split(",")
     unknown = [name for name in fusions if name not in fusion.available()]
     if unknown:
@@ -119,7 +125,8 @@ def _search(args):
                    directory=options.directory, epochs=options.epochs,
                    max_layers=options.max_layers, seed=options.seed,
                    pretrain_epochs=options.pretrain_epochs, overwrite=options.overwrite,
-                   callbacks=callbacks, fusions=fusions)
+                   callbacks=callbacks, fusions=fusions,
+                   candidates_per_step=options.candidates_per_step)
     except SettingsMismatchError as error:
         parser.error(str(error))
 

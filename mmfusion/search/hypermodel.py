@@ -7,12 +7,15 @@ import keras_tuner
 
 from mmfusion.branches import tap_shapes
 from mmfusion.compose import build_fusion_model
+from mmfusion.files import write_json
+from mmfusion.search.joint import train_jointly
 from mmfusion.search.oracle import MFASOracle
 from mmfusion.search.space import FusionSpace
-from mmfusion.files import write_json
-from mmfusion.search.state import read_json
+from mmfusion.search.state import read_json, save_weights
 
 __all__ = ["FusionHyperModel", "FusionTuner", "MFASTuner"]
+
+LOSS, METRICS = "sparse_categorical_crossentropy", ("accuracy",)
 
 
 class FusionHyperModel(keras_tuner.HyperModel):
@@ -93,14 +96,44 @@ class FusionHyperModel(keras_tuner.HyperModel):
             branches, self.space.points(architecture), num_outputs=self.num_classes,
             units=units, head_units=self.head_units, tap_pooling=self.tap_pooling,
             name="searched_fusion")
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=LOSS,
+                      metrics=list(METRICS))
         return model
 
     def fit(self, hp, model, *args, **kwargs):
         if self.fit_verbose is not None:
             kwargs["verbose"] = self.fit_verbose
         return model.fit(*args, **kwargs)
+
+    def fit_jointly(self, hps, models, x, y, save_best=None, **kwargs):
+        """Trains the models of several trials together (`train_jointly`), one
+        joint model per learning rate.
+
+        Args:
+            hps: the trials' `HyperParameters`.
+            models: their models, from `build`.
+            x, y: the training data.
+            save_best: optional `save_best(i)`, called when model `i` reaches
+                its best monitored value so far.
+            **kwargs: `train_jointly` and `fit` arguments.
+
+        Returns:
+            One `keras.callbacks.History` per model, in order.
+        """
+        if self.fit_verbose is not None:
+            kwargs["verbose"] = self.fit_verbose
+        groups = {}
+        for i, hp in enumerate(hps):
+            groups.setdefault(hp["learning_rate"], []).append(i)
+        histories = [None] * len(models)
+        for learning_rate, members in groups.items():
+            group_save = None if save_best is None else (lambda j, m=members: save_best(m[j]))
+            trained = train_jointly([models[i] for i in members], x, y,
+                                    lambda rate=learning_rate: keras.optimizers.Adam(rate),
+                                    LOSS, METRICS, save_best=group_save, **kwargs)
+            for i, history in zip(members, trained):
+                histories[i] = history
+        return histories
 
 
 def _clock(seconds):
@@ -120,6 +153,17 @@ class FusionTuner(keras_tuner.Tuner):
     (`mmfusion.search.state`); and `report` gets one line per trial:
     `trial i/N [elapsed, ETA]: architecture units=... -> objective value`.
 
+    With `candidates_per_step=K > 1` it asks the oracle for up to K trials
+    at a time (as K tuners would: tuner ids `"{tuner_id}-0"` ...) and trains
+    them together in one compiled model (`mmfusion.search.joint`; the
+    hypermodel needs `fit_jointly`, as `FusionHyperModel` has), each exactly
+    as it would train alone, then ends them one by one; each trial's
+    checkpoint holds its best epoch, as with K = 1. Random search proposes
+    the same trials either way; MFAS's steps are batches already (K at
+    least its `samples_per_step` trains a step at once); Bayesian
+    optimization proposes a batch's trials before seeing their scores, as
+    with K parallel tuners. Per-trial `callbacks` are not supported then.
+
     Args:
         oracle: a KerasTuner oracle (e.g. `mmfusion.search.MFASOracle`, or
             those of `mmfusion.search.baselines`).
@@ -127,6 +171,7 @@ class FusionTuner(keras_tuner.Tuner):
         space: the `FusionSpace` (default: `hypermodel.space`), to describe trials.
         report: optional callable (e.g. `print`) given the progress lines.
         poll_interval: seconds between two requests while the oracle is idle.
+        candidates_per_step: how many trials train together (1: one at a time).
         **kwargs: `keras_tuner.Tuner` arguments (`directory`, `project_name`,
             `overwrite`, ...).
 
@@ -144,12 +189,76 @@ class FusionTuner(keras_tuner.Tuner):
     """
 
     def __init__(self, oracle, hypermodel=None, space=None, report=None, poll_interval=0.2,
-                 **kwargs):
+                 candidates_per_step=1, **kwargs):
+        if int(candidates_per_step) != candidates_per_step or candidates_per_step < 1:
+            raise ValueError("FusionTuner: candidates_per_step must be a positive integer; "
+                             f"received {candidates_per_step!r}.")
         self.space = space or hypermodel.space
         self.report = report
         self.poll_interval = poll_interval
+        self.candidates_per_step = int(candidates_per_step)
         self._asked = False  # a request got no trial yet (IDLE)
+        self._trained = {}  # trial id -> History (or the error) of a joint step
         super().__init__(oracle, hypermodel, **kwargs)
+
+    def search(self, *fit_args, **fit_kwargs):
+        if self.candidates_per_step == 1:
+            return super().search(*fit_args, **fit_kwargs)
+        if fit_kwargs.get("callbacks"):
+            raise ValueError("FusionTuner: with candidates_per_step > 1 the trials train "
+                             "together; per-trial callbacks are not supported (pass none, "
+                             "or candidates_per_step=1).")
+        if "verbose" in fit_kwargs:
+            self.oracle.verbose = fit_kwargs["verbose"]
+        self.on_search_begin()
+        while True:
+            trials, stopped = self._create_trials()
+            if not trials:
+                if stopped:
+                    break
+                time.sleep(self.poll_interval)  # an MFAS step waits for trials elsewhere
+                continue
+            self._train_together(trials, *fit_args, **fit_kwargs)
+            for trial in trials:
+                self.on_trial_begin(trial)
+                self._try_run_and_update_trial(trial, *fit_args, **fit_kwargs)
+                self.on_trial_end(trial)
+        self.on_search_end()
+
+    def _create_trials(self):
+        """Up to `candidates_per_step` new trials, and whether the oracle stopped."""
+        trials = []
+        for k in range(self.candidates_per_step):
+            trial = self.oracle.create_trial(f"{self.tuner_id}-{k}")
+            if trial.status == keras_tuner.engine.trial.TrialStatus.STOPPED:
+                return trials, True
+            if trial.status == keras_tuner.engine.trial.TrialStatus.IDLE:
+                break
+            trials.append(trial)
+        return trials, False
+
+    def _train_together(self, trials, *fit_args, **fit_kwargs):
+        keras.backend.clear_session()
+        hps = [trial.hyperparameters for trial in trials]
+        paths = [self._get_checkpoint_fname(trial.trial_id) for trial in trials]
+        fit_kwargs = {k: v for k, v in fit_kwargs.items() if k != "callbacks"}
+        try:
+            models = [self.hypermodel.build(hp) for hp in hps]
+            histories = self.hypermodel.fit_jointly(
+                hps, models, *fit_args, save_best=lambda i: save_weights(models[i], paths[i]),
+                monitor=self.oracle.objective.name, mode=self.oracle.objective.direction,
+                **fit_kwargs)
+        except Exception as error:  # each trial then fails with it, as when run alone
+            histories = [error] * len(trials)
+        self._trained = {trial.trial_id: h for trial, h in zip(trials, histories)}
+
+    def run_trial(self, trial, *args, **kwargs):
+        if trial.trial_id not in self._trained:
+            return super().run_trial(trial, *args, **kwargs)
+        result = self._trained.pop(trial.trial_id)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     # KerasTuner's loop: pre_create_trial, create_trial, on_trial_begin unless IDLE.
     def pre_create_trial(self):

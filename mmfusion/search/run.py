@@ -253,7 +253,7 @@ def check_settings(path, settings, overwrite=False):
 
 
 def make_tuner(oracle, hypermodel, max_trials, directory, project_name="search", seed=0,
-               overwrite=False, objective="val_accuracy", report=None):
+               overwrite=False, objective="val_accuracy", report=None, candidates_per_step=1):
     """A `FusionTuner` with an MFAS, random-search or Bayesian-optimization oracle.
 
     Every oracle takes `seed` as a seed (0 included: identical runs propose
@@ -261,6 +261,7 @@ def make_tuner(oracle, hypermodel, max_trials, directory, project_name="search",
     `MFASOracle`); Bayesian optimization starts with
     `mmfusion.search.baselines.default_initial_points(max_trials)` random
     trials. `report` (e.g. `print`) gets one progress line per trial.
+    `candidates_per_step` trials train together (see `FusionTuner`).
 
     Example:
 
@@ -272,7 +273,7 @@ def make_tuner(oracle, hypermodel, max_trials, directory, project_name="search",
     ('RandomSearchOracle', 4)
     """
     common = dict(directory=directory, project_name=project_name, overwrite=overwrite,
-                  report=report)
+                  report=report, candidates_per_step=candidates_per_step)
     instance = make_oracle(oracle, hypermodel.space, max_trials, seed=seed, objective=objective)
     return FusionTuner(instance, hypermodel, **common)
 
@@ -299,7 +300,7 @@ def make_oracle(oracle, space, max_trials, seed=0, objective="val_accuracy"):
 def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epochs=5,
                batch_size=64, fusions=DEFAULT_FUSIONS, max_layers=2, seed=0,
                pretrain_epochs=10, overwrite=False, callbacks=None, units=(64,),
-               learning_rates=(1e-3,), verbose=1):
+               learning_rates=(1e-3,), candidates_per_step=1, verbose=1):
     """Searches a fusion architecture on cached features and exports the best model.
 
     Branches are pretrained on one part of the training split, candidates
@@ -324,6 +325,9 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
         units: candidate `units` of the fusion layers; one value (the
             default) fixes it, so oracles differ only in the architectures.
         learning_rates: candidate Adam learning rates (likewise).
+        candidates_per_step: how many trials train together in one compiled
+            model (`mmfusion.search.joint`; each as it would alone); 1 trains
+            one at a time (needed for `callbacks`).
         verbose: 0 silent; 1 progress (pretraining, features, one line per
             trial with elapsed time and ETA) and a summary.
 
@@ -364,7 +368,8 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
                                   fusions=fusions, max_layers=max_layers, units=units,
                                   learning_rates=learning_rates, fit_verbose=0)
     tuner = make_tuner(oracle, hypermodel, trials, directory, project_name=oracle,
-                       seed=seed, overwrite=overwrite, report=report)
+                       seed=seed, overwrite=overwrite, report=report,
+                       candidates_per_step=candidates_per_step)
     tuner.search(pack(features["train"]), labels["train"], epochs=epochs,
                  batch_size=batch_size, callbacks=list(callbacks or []), verbose=0,
                  validation_data=(pack(features["validation"]), labels["validation"]))

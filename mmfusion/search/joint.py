@@ -1,0 +1,137 @@
+"""Training many candidate models in one compiled Keras model.
+
+A search trains many small candidates on the same cached features. Trained
+one at a time, each pays a compiled step per batch, a `fit` set-up and
+KerasTuner's bookkeeping, for a few thousand multiply-adds of real work.
+`train_jointly` puts K candidates side by side in one functional model (the
+same inputs, one output per candidate) and minimizes the sum of their
+losses: their parameters are disjoint, so the gradient of the sum with
+respect to a candidate's weights is that candidate's own gradient, and
+Adam's updates are per weight, so every candidate follows exactly the
+trajectory it would follow alone (the same batches, in the same order) at
+about the cost of one training run.
+"""
+
+import keras
+
+__all__ = ["train_jointly", "candidate_key"]
+
+
+def candidate_key(metric, output, n_outputs=2):
+    """The name Keras gives `metric` of output `output` in a model of
+    `n_outputs` named outputs (a model of one output keeps the plain name).
+
+    >>> candidate_key("val_accuracy", "candidate_3"), candidate_key("loss", "candidate_3")
+    ('val_candidate_3_accuracy', 'candidate_3_loss')
+    >>> candidate_key("val_accuracy", "candidate_0", n_outputs=1)
+    'val_accuracy'
+    """
+    if n_outputs == 1:
+        return metric
+    if metric.startswith("val_"):
+        return f"val_{output}_{metric[len('val_'):]}"
+    return f"{output}_{metric}"
+
+
+class _BestEpochs(keras.callbacks.Callback):
+    """Calls `save(i)` whenever the log value `keys[i]` is the best so far."""
+
+    def __init__(self, keys, mode, save):
+        super().__init__()
+        self.keys, self.mode, self.save = keys, mode, save
+        self.best = [None] * len(keys)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for i, key in enumerate(self.keys):
+            value = (logs or {}).get(key)
+            if value is None:
+                continue
+            best = self.best[i]
+            if best is None or (value > best if self.mode == "max" else value < best):
+                self.best[i] = value
+                self.save(i)
+
+
+def train_jointly(models, x, y, optimizer, loss, metrics=("accuracy",), validation_data=None,
+                  save_best=None, monitor="val_accuracy", mode="max", **fit_kwargs):
+    """Trains `models` together, each exactly as it would train alone.
+
+    Args:
+        models: functional Keras models taking the same inputs `x` (by
+            name), each with one output, with disjoint trainable weights
+            (weightless layers, such as feature stand-in branches, may be
+            shared). Their weights are trained in place.
+        x: the inputs (e.g. a dict input name -> array).
+        y: the targets, the same for every model.
+        optimizer: a callable returning a fresh optimizer (e.g.
+            `lambda: keras.optimizers.Adam(1e-3)`). Use one whose update of
+            a weight depends on that weight's gradients only (Adam, SGD,
+            RMSprop; no global gradient clipping such as `global_clipnorm`).
+        loss: the loss of every model.
+        metrics: the metrics of every model.
+        validation_data: optional `(x, y)` evaluated after every epoch.
+        save_best: optional callable `save_best(i)`, called when model `i`
+            reaches its best `monitor` value so far (e.g. to checkpoint it).
+        monitor: a metric name as for one model (`"val_accuracy"`, `"loss"`).
+        mode: `"max"` or `"min"`: which `monitor` values are better.
+        **fit_kwargs: other `fit` arguments (`epochs`, `batch_size`,
+            `shuffle`, `verbose`, `callbacks`).
+
+    Returns:
+        One `keras.callbacks.History` per model, its `history` keyed as if
+        the model had been trained alone (`loss`, `accuracy`, `val_loss`, ...).
+
+    Example:
+
+    >>> import numpy as np
+    >>> def candidate(units):
+    ...     inputs = keras.Input((3,), name="a")
+    ...     hidden = keras.layers.Dense(units, activation="relu")(inputs)
+    ...     return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
+    >>> x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
+    >>> y = (x[:, 0] > 0).astype("int32")
+    >>> histories = train_jointly([candidate(4), candidate(8)], x, y,
+    ...                           lambda: keras.optimizers.Adam(1e-2),
+    ...                           "sparse_categorical_crossentropy", epochs=2, verbose=0)
+    >>> sorted(histories[1].history), len(histories[1].history["loss"])
+    (['accuracy', 'loss'], 2)
+    """
+    models = list(models)
+    if not models:
+        raise ValueError("train_jointly: no models to train.")
+    seen = set()
+    for model in models:
+        shared = {id(w) for w in model.trainable_weights} & seen
+        if shared:
+            raise ValueError(f"train_jointly: model '{model.name}' shares trainable weights "
+                             "with another model; joint training needs disjoint weights.")
+        seen |= {id(w) for w in model.trainable_weights}
+    outputs = [f"candidate_{i}" for i in range(len(models))]
+    structure = models[0].input
+    inputs = keras.tree.map_structure(
+        lambda t: keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name), structure)
+    # Each candidate is wrapped under a unique name: Keras requires unique
+    # names at the top level of a functional model.
+    wrapped = {name: keras.Model(model.input, model.output, name=name)(inputs)
+               for name, model in zip(outputs, models)}
+    joint = keras.Model(inputs, wrapped, name="joint_candidates")
+    joint.compile(optimizer=optimizer(), loss={name: loss for name in outputs},
+                  metrics={name: list(metrics) for name in outputs})
+    callbacks = list(fit_kwargs.pop("callbacks", None) or [])
+    if save_best is not None:
+        callbacks.append(_BestEpochs([candidate_key(monitor, o, len(outputs)) for o in outputs],
+                                     mode, save_best))
+    targets = {name: y for name in outputs}
+    if validation_data is not None:
+        validation_data = (validation_data[0], {name: validation_data[1] for name in outputs})
+    history = joint.fit(x, targets, validation_data=validation_data, callbacks=callbacks,
+                        **fit_kwargs).history
+    names = ["loss"] + [m if isinstance(m, str) else m.name for m in metrics]
+    names += [f"val_{n}" for n in names]  # with validation_data or validation_split
+    histories = []
+    for output in outputs:
+        alone = keras.callbacks.History()
+        keys = {n: candidate_key(n, output, len(outputs)) for n in names}
+        alone.history = {n: list(history[k]) for n, k in keys.items() if k in history}
+        histories.append(alone)
+    return histories
