@@ -20,7 +20,7 @@ With the defaults a degraded modality says little about the digit (a small
 CNN gets about 20% of degraded images or clips right, 90-96% of clean ones),
 so each modality alone scores about 55%; a model that sees both can rely on
 whichever is clean in each example (both are degraded in only 25% of them),
-so fusion clearly beats either alone (see benchmarks/av_digits_results.py).
+so fusion clearly beats either alone (see benchmarks/results/av_digits.md).
 """
 
 from dataclasses import dataclass
