@@ -41,8 +41,8 @@ from keras import ops
 
 from mmfusion import fusion as fusion_lib
 from mmfusion.branches import VECTOR_TAP, tap_shapes
-from mmfusion.branches.common import dense_stack, to_vector
-from mmfusion.fusion.base import dense, large_negative, masked_mean
+from mmfusion.branches.common import MaskedPooling, dense_stack, to_vector
+from mmfusion.fusion.base import dense
 from mmfusion.fusion.dropout import ModalityDropout
 from mmfusion import keras_internals
 
@@ -179,61 +179,6 @@ class Head:
 
     def __post_init__(self):
         _check_choice("head", self.kind, HEADS)
-
-
-@keras.saving.register_keras_serializable(package="mmfusion")
-class MaskedPooling(keras.layers.Layer):
-    """Pools a padded sequence `(batch, T, d)` to `(batch, d)` over its real timesteps.
-
-    Used by `build_fusion_model` where a vector fusion layer (or a head)
-    reads a sequence tap that has a Keras mask, so padding never reaches it.
-    Padded values are excluded with `ops.where` (even NaN cannot leak); a
-    row without a real timestep gives zeros.
-
-    Args:
-        pooling: `"avg"` (masked mean) or `"max"` (masked maximum).
-        **kwargs: standard layer arguments (`name`, `dtype`, ...).
-
-    Call arguments:
-        inputs: `(batch, T, d)` tensor.
-        padding: `(batch, T)` bool or 0/1 mask, 1 for real timesteps.
-
-    Returns:
-        `(batch, d)` tensor.
-
-    Example:
-
-    >>> import numpy as np
-    >>> x = np.array([[[1.0], [5.0], [9.0]]])
-    >>> padding = np.array([[1.0, 1.0, 0.0]])  # the last step is padding
-    >>> [MaskedPooling(p)(x, padding=padding).numpy().tolist() for p in ("avg", "max")]
-    [[[3.0]], [[5.0]]]
-    """
-
-    def __init__(self, pooling="avg", **kwargs):
-        super().__init__(**kwargs)
-        if pooling not in ("avg", "max"):
-            raise ValueError(f"MaskedPooling: pooling must be 'avg' or 'max'; received {pooling!r}.")
-        self.pooling = pooling
-
-    def call(self, inputs, padding):
-        if self.pooling == "avg":
-            return masked_mean(inputs, padding)
-        valid = ops.expand_dims(ops.cast(padding, "float32") > 0, -1)
-        low = ops.cast(large_negative(inputs.dtype), inputs.dtype)
-        pooled = ops.max(ops.where(valid, inputs, low), axis=1)
-        return ops.where(ops.any(valid, axis=1), pooled, ops.zeros_like(pooled))
-
-    def compute_mask(self, inputs, previous_mask=None):
-        return None  # the time axis is gone
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[-1])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(pooling=self.pooling)
-        return config
 
 
 @keras.saving.register_keras_serializable(package="mmfusion")

@@ -3,8 +3,10 @@
 import keras
 from keras import ops
 
-__all__ = ["VECTOR_TAP", "PresenceBatchNormalization", "conv_blocks", "dense_stack",
-           "presence_input", "to_vector"]
+from mmfusion.fusion.base import large_negative, masked_mean
+
+__all__ = ["VECTOR_TAP", "MaskedPooling", "PresenceBatchNormalization", "SequencePadding",
+           "conv_blocks", "dense_stack", "presence_input", "to_vector"]
 
 # Name of the tap every branch ends with: its final `(batch, d)` vector.
 VECTOR_TAP = "vector"
@@ -58,6 +60,111 @@ class PresenceBatchNormalization(keras.layers.BatchNormalization):
         self.moving_mean.assign(ops.where(any_present, self.moving_mean.value, moving[0]))
         self.moving_variance.assign(ops.where(any_present, self.moving_variance.value, moving[1]))
         return outputs
+
+
+@keras.saving.register_keras_serializable(package="mmfusion")
+class MaskedPooling(keras.layers.Layer):
+    """Pools a padded sequence `(batch, T, d)` to `(batch, d)` over its real timesteps.
+
+    Used by `build_fusion_model` where a vector fusion layer (or a head)
+    reads a sequence tap that has a Keras mask, and by `from_model` for the
+    `vector` of a padded sequence, so padding never reaches them.
+    Padded values are excluded with `ops.where` (even NaN cannot leak); a
+    row without a real timestep gives zeros.
+
+    Args:
+        pooling: `"avg"` (masked mean) or `"max"` (masked maximum).
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: `(batch, T, d)` tensor.
+        padding: `(batch, T)` bool or 0/1 mask, 1 for real timesteps.
+
+    Returns:
+        `(batch, d)` tensor.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.array([[[1.0], [5.0], [9.0]]])
+    >>> padding = np.array([[1.0, 1.0, 0.0]])  # the last step is padding
+    >>> [MaskedPooling(p)(x, padding=padding).numpy().tolist() for p in ("avg", "max")]
+    [[[3.0]], [[5.0]]]
+    """
+
+    def __init__(self, pooling="avg", **kwargs):
+        super().__init__(**kwargs)
+        if pooling not in ("avg", "max"):
+            raise ValueError(f"MaskedPooling: pooling must be 'avg' or 'max'; received {pooling!r}.")
+        self.pooling = pooling
+
+    def call(self, inputs, padding):
+        if self.pooling == "avg":
+            return masked_mean(inputs, padding)
+        valid = ops.expand_dims(ops.cast(padding, "float32") > 0, -1)
+        low = ops.cast(large_negative(inputs.dtype), inputs.dtype)
+        pooled = ops.max(ops.where(valid, inputs, low), axis=1)
+        return ops.where(ops.any(valid, axis=1), pooled, ops.zeros_like(pooled))
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return None  # the time axis is gone
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pooling=self.pooling)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mmfusion")
+class SequencePadding(keras.layers.Layer):
+    """Attaches a padding mask to a sequence as its Keras mask.
+
+    The output is the sequence unchanged; its Keras mask is `padding`, so
+    the layers after it (and the sequence fusion layers of
+    `build_fusion_model`) see which timesteps are real. `from_model` puts
+    it on the sequence taps of an encoder whose inputs include a padding
+    mask (e.g. a keras-hub BERT backbone).
+
+    Call arguments:
+        inputs: a list `[sequence, padding]`: the `(batch, T, d)` sequence
+            and its `(batch, T)` bool or 0/1 padding mask (1: real timestep).
+
+    Returns:
+        The sequence, with `padding` (as bool) as its Keras mask.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = keras.Input((3, 2))
+    >>> padding = keras.Input((3,), dtype="int32")
+    >>> masked = SequencePadding()([x, padding])
+    >>> mean = keras.layers.GlobalAveragePooling1D()(masked)  # reads the mask
+    >>> model = keras.Model([x, padding], mean)
+    >>> model([np.array([[[1.0, 2.0], [3.0, 4.0], [50.0, 60.0]]]), np.array([[1, 1, 0]])]).numpy().tolist()
+    [[2.0, 3.0]]
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        sequence, padding = inputs
+        if len(sequence.shape) != 3 or len(padding.shape) != 2:
+            raise ValueError(
+                f"SequencePadding '{self.name}': expected a (batch, T, d) sequence and a "
+                f"(batch, T) padding mask; received shapes {tuple(sequence.shape)} and "
+                f"{tuple(padding.shape)}.")
+        return sequence
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return ops.cast(inputs[1], "bool")
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
 
 
 def presence_input(name):

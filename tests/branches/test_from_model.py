@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from mmfusion.branches import from_model, tabular_mlp, tap_shapes
 from mmfusion.compose import build_fusion_model
+from mmfusion.keras_internals import keras_mask
 
 STAGE_1, STAGE_3 = "expanded_conv_project_bn", "expanded_conv_2_project_bn"
 
@@ -117,8 +118,8 @@ def test_errors_name_the_problem(mobilenet):
         from_model(mobilenet, vector="mean")
     with pytest.raises(ValueError, match="final tap"):
         from_model(mobilenet, taps={"vector": STAGE_1})
-    a, b = keras.Input((2,)), keras.Input((2,))
-    with pytest.raises(ValueError, match="2 inputs"):
+    a, b = keras.Input((2,), name="a"), keras.Input((2,), name="b")
+    with pytest.raises(ValueError, match=r"need its inputs \['a', 'b'\]; give `input_shape`"):
         from_model(keras.Model([a, b], keras.layers.Add()([a, b])))
 
     class Subclassed(keras.Model):
@@ -127,3 +128,68 @@ def test_errors_name_the_problem(mobilenet):
 
     with pytest.raises(ValueError, match="not a functional"):
         from_model(Subclassed())
+
+
+def test_cut_keeps_only_the_inputs_the_taps_need():
+    """An encoder-decoder model tapped on its encoder: the branch has the
+    encoder input only and the encoder's parameters only."""
+    keras.utils.set_random_seed(2)
+    source, target = keras.Input((4,), name="source"), keras.Input((3,), name="target")
+    encoded = keras.layers.Dense(5, activation="relu", name="encoder")(source)
+    decoded = keras.layers.Dense(6, name="decoder")(keras.layers.Concatenate()([encoded, target]))
+    model = keras.Model([target, source], {"encoded": encoded, "decoded": decoded})
+    branch = from_model(model, taps={"encoded": "encoder"}, name="audio")
+    assert [t.name for t in branch.inputs] == ["audio"] and tap_shapes(branch)["encoded"] == (None, 5)
+    w, b = model.get_layer("encoder").get_weights()
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(branch(x)["encoded"]),
+                               np.maximum(x @ w + b, 0), rtol=1e-5, atol=1e-6)
+    assert branch.count_params() == w.size + b.size
+
+
+class _Feeds(keras.layers.Layer):
+    """Token ids -> {"ids": ids, "mask": ids != 0} (test helper)."""
+
+    def call(self, ids):
+        return {"ids": ids, "mask": keras.ops.cast(keras.ops.not_equal(ids, 0), "int32")}
+
+
+def _padded_encoder():
+    ids, mask = keras.Input((None,), dtype="int32", name="ids"), keras.Input((None,), name="mask")
+    embedded = keras.layers.Embedding(10, 3, name="embed")(ids)
+    scaled = keras.layers.Multiply(name="scaled")([embedded, keras.layers.Reshape((-1, 1))(mask)])
+    return keras.Model({"ids": ids, "mask": mask}, keras.layers.Dense(2, name="proj")(scaled))
+
+
+def test_dict_input_model_fed_by_preprocess_with_padding():
+    keras.utils.set_random_seed(3)
+    model = _padded_encoder()
+    branch = from_model(model, taps={"embedded": "embed", "projected": "proj"}, preprocess=_Feeds(),
+                        input_shape=(4,), input_dtype="int32", padding="mask", name="text")
+    assert branch.input.name == "text" and branch.input.dtype == "int32"
+    assert all(keras_mask(branch.output[tap]) is not None for tap in ("embedded", "projected"))
+    ids = np.array([[3, 4, 0, 0], [5, 6, 7, 1]], "int32")
+    table = model.get_layer("embed").get_weights()[0]
+    w, b = model.get_layer("proj").get_weights()
+    real = (ids != 0)[..., None]
+    projected = (table[ids] * real) @ w + b
+    out = {k: keras.ops.convert_to_numpy(v) for k, v in branch(ids).items()}
+    np.testing.assert_allclose(out["projected"], projected, rtol=1e-5, atol=1e-6)
+    expected = (projected * real).sum(1) / real.sum(1)  # mean over real tokens only
+    np.testing.assert_allclose(out["vector"], expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(out["vector"][0], projected[0].mean(0))  # the padding would change it
+    peak = from_model(model, taps={"projected": "proj"}, preprocess=_Feeds(), input_shape=(4,),
+                      input_dtype="int32", padding="mask", vector="max", name="text")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(peak(ids)["vector"]),
+                               np.where(real, projected, -np.inf).max(1), rtol=1e-5, atol=1e-6)
+
+
+def test_dict_input_errors_name_the_problem():
+    model = _padded_encoder()
+    kwargs = dict(taps={"projected": "proj"}, input_shape=(4,), input_dtype="int32")
+    with pytest.raises(ValueError, match=r"must be a key of the dict.*\['ids', 'mask'\]"):
+        from_model(model, preprocess=_Feeds(), padding="padding_mask", **kwargs)
+    with pytest.raises(ValueError, match=r"must return the inputs \['ids', 'mask'\]"):
+        from_model(model, preprocess=keras.layers.Identity(), **kwargs)
+    with pytest.raises(ValueError, match="would keep the padding"):
+        from_model(model, preprocess=_Feeds(), padding="mask", vector="flatten", **kwargs)
