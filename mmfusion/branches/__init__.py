@@ -17,14 +17,18 @@ picks taps by name.
 from mmfusion.branches.adapters import from_model
 from mmfusion.branches.audio import audio_cnn
 from mmfusion.branches.common import VECTOR_TAP
+from mmfusion.branches.hub import (hub_audio_encoder, hub_image_encoder, hub_text_encoder,
+                                  hub_text_preprocessor)
 from mmfusion.branches.image import image_cnn
 from mmfusion.branches.tabular import tabular_mlp
 from mmfusion.branches.text import (TextPreprocessor, standardize_text, text_lstm,
                                    text_vectorizer, with_raw_text)
 
 __all__ = [
-    "VECTOR_TAP", "TextPreprocessor", "audio_cnn", "from_model", "image_cnn", "standardize_text",
-    "tabular_mlp", "tap_shapes", "text_lstm", "text_vectorizer", "with_raw_text",
+    "VECTOR_TAP", "TextPreprocessor", "audio_cnn", "from_model", "hub_audio_encoder",
+    "hub_image_encoder", "hub_text_encoder", "hub_text_preprocessor", "image_cnn",
+    "standardize_text", "tabular_mlp", "tap_shapes", "text_lstm", "text_vectorizer",
+    "with_raw_text",
 ]
 
 
