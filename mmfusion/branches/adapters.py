@@ -23,6 +23,42 @@ class _Resizing(keras.layers.Resizing):
         return super().call(data)
 
 
+@keras.saving.register_keras_serializable(package="mmfusion")
+class _Preprocess(keras.layers.Layer):
+    """Runs `from_model`'s `preprocess` layer with `training=False` unless the
+    call gives `training`.
+
+    Keras stores a layer's resolved `training` in the call context for the
+    layers after it: a preprocessing layer whose `call` (or a layer inside
+    it, e.g. the `Resizing` of a keras-hub `ImageConverter`) defaults to
+    `training=True` would otherwise put the whole backbone in training mode
+    when the branch is called directly (`model(x)`), so BatchNormalization
+    would use batch statistics and update its moving averages. `fit` still
+    passes `training=True`, so random augmentation layers augment there.
+    """
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(layer, dict):
+            layer = keras.saving.deserialize_keras_object(layer)
+        self.layer = layer
+
+    def build(self, input_shape):
+        """Builds nothing: the wrapped layer builds on its first call (a
+        keras-hub preprocessor needs its assets, loaded after the graph)."""
+
+    def call(self, inputs, training=False):
+        return self.layer(inputs)
+
+    def compute_output_spec(self, inputs, training=False):
+        return self.layer.compute_output_spec(inputs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(layer=keras.saving.serialize_keras_object(self.layer))
+        return config
+
+
 def _tap_outputs(model, taps):
     """`{tap name: Keras tensor}` of `model`'s layers, in the model's layer
     order (shallow to deep)."""
@@ -98,7 +134,10 @@ def from_model(model, taps=None, vector="avg", preprocess=None, input_shape=None
     `padding_mask`, `segment_ids`), and `input_shape` is needed.
 
     Before the model, in this order and each optional: `Resizing(*resize)`,
-    `Rescaling(scale, offset)` and `preprocess`. Note that
+    `Rescaling(scale, offset)` and `preprocess` (run with `training=False`
+    unless the call gives `training`, so a preprocessing layer that
+    defaults to `training=True` does not put the backbone's
+    BatchNormalization in training mode). Note that
     `keras.applications` models usually rescale internally already (e.g.
     MobileNetV3's `include_preprocessing=True` expects pixels in [0, 255]).
 
@@ -183,7 +222,7 @@ def from_model(model, taps=None, vector="avg", preprocess=None, input_shape=None
         scale, offset = rescale if isinstance(rescale, (list, tuple)) else (rescale, 0.0)
         x = keras.layers.Rescaling(scale, offset, name=f"{name}_rescale")(x)
     if preprocess is not None:
-        x = preprocess(x)
+        x = _Preprocess(preprocess, name=f"{name}_preprocess")(x)
     mask = None
     if padding is not None:
         if not isinstance(x, dict) or padding not in x:

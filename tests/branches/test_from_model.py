@@ -193,3 +193,24 @@ def test_dict_input_errors_name_the_problem():
         from_model(model, preprocess=keras.layers.Identity(), **kwargs)
     with pytest.raises(ValueError, match="would keep the padding"):
         from_model(model, preprocess=_Feeds(), padding="mask", vector="flatten", **kwargs)
+
+
+def test_preprocess_does_not_put_the_backbone_in_training_mode(tmp_path):
+    """`keras.layers.Resizing` defaults to `training=True`; as `preprocess` it
+    must not make a direct call normalize with batch statistics."""
+    keras.utils.set_random_seed(4)
+    x_in = keras.Input((4, 4, 1))
+    normed = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(2, 1, name="conv")(x_in))
+    model = keras.Model(x_in, normed)
+    branch = from_model(model, taps=["bn"], preprocess=keras.layers.Resizing(4, 4),
+                        input_shape=(8, 8, 1))
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=(4, 8, 8, 1)).astype("float32")
+    direct = keras.ops.convert_to_numpy(branch(x)["bn"])
+    np.testing.assert_allclose(direct, keras.ops.convert_to_numpy(branch(x, training=False)["bn"]),
+                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(model.get_layer("bn").moving_mean.numpy(), 0.0)  # not updated
+    assert not np.allclose(direct, keras.ops.convert_to_numpy(branch(x, training=True)["bn"]))
+    direct = keras.ops.convert_to_numpy(branch(x)["bn"])
+    branch.save(tmp_path / "b.keras")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(keras.saving.load_model(tmp_path / "b.keras")(x)["bn"]), direct)

@@ -129,6 +129,24 @@ def test_image_stages_and_cut_parameter_count():
         if layer.name.startswith(("conv1", "stack0")))
 
 
+def test_image_converter_as_preprocess_keeps_inference_mode(tmp_path):
+    """A keras-hub `ImageConverter` (resizing + rescaling, what a preset
+    ships) in front of the backbone: the branch equals the backbone on the
+    converted images, BatchNormalization in inference mode."""
+    backbone = resnet()
+    converter = keras_hub.layers.ImageConverter(image_size=(16, 16), scale=1 / 255.0)
+    branch = hub.hub_image_encoder(backbone, taps=[1], preprocess=converter, input_shape=(32, 32, 3))
+    images = np.random.default_rng(3).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+    stage_1 = keras.Model(backbone.input, backbone.pyramid_outputs["P2"])
+    expected = keras.ops.convert_to_numpy(stage_1(converter(images)))
+    out = numpy_out(branch, images)
+    np.testing.assert_allclose(out["stage_1"], expected, rtol=1e-4, atol=1e-5)
+    branch.save(tmp_path / "converted.keras")
+    np.testing.assert_array_equal(
+        numpy_out(keras.saving.load_model(tmp_path / "converted.keras"), images)["stage_1"],
+        out["stage_1"])
+
+
 def test_vit_is_tapped_by_layer_names():
     keras.utils.set_random_seed(0)
     vit = keras_hub.models.ViTBackbone(image_shape=(8, 8, 3), patch_size=4, num_layers=2,
