@@ -40,25 +40,30 @@ def _backbone(what, backbone, preset):
     return backbone
 
 
-def _numbered_taps(what, taps, prefix, count, layer_name):
+def _numbered_taps(what, taps, prefix, layers):
     """Tap dict with integer entries resolved to layer names.
 
-    `taps` is a dict tap name -> layer index or layer name, or a list of
-    those (an index `i` is named `{prefix}_{i}`); None: every index
-    1..count. `layer_name(i)` names the layer of index `i` (0..count)."""
+    `layers` maps each valid index to a layer name (0: the embeddings, if
+    any). `taps` is a dict tap name -> index or layer name, or a list of
+    those (an index `i` is named `{prefix}_{i}`); None: every index but 0."""
     if taps is None:
-        taps = list(range(1, count + 1))
+        taps = [i for i in layers if i]
     if isinstance(taps, (list, tuple)):
         taps = {f"{prefix}_{tap}" if isinstance(tap, int) else tap: tap for tap in taps}
     resolved = {}
     for tap, layer in taps.items():
         if isinstance(layer, int):
-            if not 0 <= layer <= count:
-                raise ValueError(f"{what}: tap '{tap}' is layer index {layer}; the encoder has "
-                                 f"indices 0 (embeddings) to {count}.")
-            layer = layer_name(layer)
+            if layer not in layers:
+                raise ValueError(f"{what}: tap '{tap}' is index {layer}; the valid indices are "
+                                 f"{min(layers)} to {max(layers)}.")
+            layer = layers[layer]
         resolved[tap] = layer
     return resolved
+
+
+def _encoder_layers(embeddings, layer_prefix, count):
+    """Index -> layer name of an encoder: 0 the embeddings, i the i-th layer."""
+    return {0: embeddings, **{i: f"{layer_prefix}{i - 1}" for i in range(1, count + 1)}}
 
 
 @keras.saving.register_keras_serializable(package="mmfusion")
@@ -170,8 +175,8 @@ def hub_text_encoder(backbone=None, preset=None, taps=None, vector="avg", sequen
     if count is None:
         raise ValueError(f"{what}: backbone '{backbone.name}' has no `num_layers`; "
                          "expected a keras-hub BERT-family backbone.")
-    taps = _numbered_taps(what, taps, "layer", count,
-                          lambda i: "embeddings_dropout" if i == 0 else f"transformer_layer_{i - 1}")
+    taps = _numbered_taps(what, taps, "layer",
+                          _encoder_layers("embeddings_dropout", "transformer_layer_", count))
     feeds = TransformerFeeds(padding_id, segment_ids="segment_ids" in names, name=f"{name}_feeds")
     return from_model(backbone, taps=taps, vector=vector, preprocess=feeds,
                       input_shape=(sequence_length,), input_dtype="int32", padding="padding_mask",
@@ -331,11 +336,9 @@ def hub_image_encoder(backbone=None, preset=None, taps=None, vector="avg", prepr
     backbone = _backbone(what, backbone, preset)
     pyramid = list(getattr(backbone, "pyramid_outputs", None) or {})
     if pyramid:
-        levels = [None] + [producer(backbone.pyramid_outputs[level])[0].name for level in pyramid]
-        taps = _numbered_taps(what, taps, "stage", len(pyramid), levels.__getitem__)
-        if any(layer is None for layer in taps.values()):
-            raise ValueError(f"{what}: pyramid levels are numbered 1..{len(pyramid)} "
-                             f"({pyramid}); 0 is not a level.")
+        levels = {i: producer(backbone.pyramid_outputs[level])[0].name
+                  for i, level in enumerate(pyramid, start=1)}
+        taps = _numbered_taps(what, taps, "stage", levels)
     elif taps is not None and any(isinstance(t, int) for t in
                                   (taps.values() if isinstance(taps, dict) else taps)):
         raise ValueError(f"{what}: backbone '{backbone.name}' has no pyramid_outputs to "
@@ -395,8 +398,7 @@ def hub_audio_encoder(backbone=None, preset=None, taps=None, vector="avg", prepr
     if "encoder_features" not in [t.name for t in backbone.inputs]:
         raise ValueError(f"{what}: backbone '{backbone.name}' has no 'encoder_features' input; "
                          "expected a keras-hub WhisperBackbone.")
-    taps = _numbered_taps(what, taps, "layer", backbone.num_layers,
-                          lambda i: ("encoder_embeddings_dropout" if i == 0
-                                     else f"transformer_encoder_layer_{i - 1}"))
+    taps = _numbered_taps(what, taps, "layer", _encoder_layers(
+        "encoder_embeddings_dropout", "transformer_encoder_layer_", backbone.num_layers))
     return from_model(backbone, taps=taps, vector=vector, preprocess=preprocess,
                       input_shape=input_shape, trainable=trainable, name=name)
