@@ -143,7 +143,8 @@ class SequencePadding(keras.layers.Layer):
     >>> masked = SequencePadding()([x, padding])
     >>> mean = keras.layers.GlobalAveragePooling1D()(masked)  # reads the mask
     >>> model = keras.Model([x, padding], mean)
-    >>> model([np.array([[[1.0, 2.0], [3.0, 4.0], [50.0, 60.0]]]), np.array([[1, 1, 0]])]).numpy().tolist()
+    >>> sequence = np.array([[[1.0, 2.0], [3.0, 4.0], [50.0, 60.0]]])
+    >>> model([sequence, np.array([[1, 1, 0]])]).numpy().tolist()  # the last step is padding
     [[2.0, 3.0]]
     """
 

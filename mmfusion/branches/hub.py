@@ -158,7 +158,8 @@ def hub_text_encoder(backbone=None, preset=None, taps=None, vector="avg", sequen
 
     >>> import keras_hub, numpy as np
     >>> bert = keras_hub.models.BertBackbone(vocabulary_size=10, num_layers=2, num_heads=1,
-    ...                                      hidden_dim=4, intermediate_dim=8, max_sequence_length=5)
+    ...                                      hidden_dim=4, intermediate_dim=8,
+    ...                                      max_sequence_length=5)
     >>> branch = hub_text_encoder(bert, taps=[1, 2], sequence_length=5)
     >>> {k: tuple(v.shape) for k, v in branch(np.array([[2, 7, 3, 0, 0]])).items()}
     {'layer_1': (1, 5, 4), 'layer_2': (1, 5, 4), 'vector': (1, 4)}
@@ -210,7 +211,8 @@ class HubTokenIds(keras.layers.Layer):
     >>> import keras_hub, tensorflow as tf
     >>> tokenizer = keras_hub.models.BertTokenizer(
     ...     vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hat"])
-    >>> layer = HubTokenIds(keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=4))
+    >>> preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=4)
+    >>> layer = HubTokenIds(preprocessor)
     >>> keras.ops.convert_to_numpy(layer(tf.constant(["hat", "a hat"]))).tolist()  # "a": [UNK]
     [[2, 5, 3, 0], [2, 1, 5, 3]]
     """
@@ -278,7 +280,8 @@ def hub_text_preprocessor(preprocessor=None, preset=None, sequence_length=None):
     """
     if (preprocessor is None) == (preset is None):
         raise ValueError("hub_text_preprocessor: give either a keras-hub preprocessor or a "
-                         f"preset name (received preprocessor={preprocessor!r}, preset={preset!r}).")
+                         f"preset name (received preprocessor={preprocessor!r}, "
+                         f"preset={preset!r}).")
     if preprocessor is None:
         kwargs = {} if sequence_length is None else {"sequence_length": sequence_length}
         preprocessor = _keras_hub().models.TextClassifierPreprocessor.from_preset(preset, **kwargs)

@@ -139,7 +139,8 @@ def test_cut_keeps_only_the_inputs_the_taps_need():
     decoded = keras.layers.Dense(6, name="decoder")(keras.layers.Concatenate()([encoded, target]))
     model = keras.Model([target, source], {"encoded": encoded, "decoded": decoded})
     branch = from_model(model, taps={"encoded": "encoder"}, name="audio")
-    assert [t.name for t in branch.inputs] == ["audio"] and tap_shapes(branch)["encoded"] == (None, 5)
+    assert [t.name for t in branch.inputs] == ["audio"]
+    assert tap_shapes(branch)["encoded"] == (None, 5)
     w, b = model.get_layer("encoder").get_weights()
     x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(branch(x)["encoded"]),
@@ -200,7 +201,8 @@ def test_preprocess_does_not_put_the_backbone_in_training_mode(tmp_path):
     must not make a direct call normalize with batch statistics."""
     keras.utils.set_random_seed(4)
     x_in = keras.Input((4, 4, 1))
-    normed = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(2, 1, name="conv")(x_in))
+    conv = keras.layers.Conv2D(2, 1, name="conv")(x_in)
+    normed = keras.layers.BatchNormalization(name="bn")(conv)
     model = keras.Model(x_in, normed)
     branch = from_model(model, taps=["bn"], preprocess=keras.layers.Resizing(4, 4),
                         input_shape=(8, 8, 1))
