@@ -33,8 +33,8 @@ from matplotlib.figure import Figure
 from mmfusion.compose import PRESENCE
 from mmfusion.search.state import atomic_write, write_json
 
-__all__ = ["SweepResult", "effective_robustness", "missing_rate_sweep", "presence_patterns",
-           "relative_robustness", "sample_presence"]
+__all__ = ["SweepResult", "effective_robustness", "missing_rate_inputs", "missing_rate_sweep",
+           "presence_patterns", "relative_robustness", "sample_presence"]
 
 MAX_MODALITIES = 4
 ZERO_ABSENT_SUFFIX = "_zero_absent"
@@ -281,32 +281,43 @@ def _rate(r):
     return "as given" if r is None else f"{r:g}"
 
 
-def _presence_layout(model, modalities):
+def _input_spec(model):
+    """dict input name -> input of `model` (by name for a list of inputs)."""
+    if isinstance(model.input, dict):
+        return model.input
+    return {tensor.name: tensor for tensor in keras.tree.flatten(model.input)}
+
+
+def _presence_layout(model, modalities, caller="missing_rate_sweep", required=True):
     """`(form, modalities)` of the model's presence input: `"matrix"` with
-    its column order (from the composer's `ZeroAbsent` layers unless given),
-    or `"dict"`."""
-    spec = model.input if isinstance(model.input, dict) else {}
+    its column order (from the composer's `ZeroAbsent` layers unless given,
+    else the order of the other inputs), `"dict"`, or, for a model without
+    one when not `required`, None with the model's other inputs."""
+    spec = _input_spec(model)
+    others = [name for name in spec if name != PRESENCE]
     if PRESENCE not in spec:
-        raise ValueError(f"missing_rate_sweep: model '{model.name}' has no '{PRESENCE}' "
-                         "input; build it with build_fusion_model(..., presence=True).")
+        if required:
+            raise ValueError(f"{caller}: model '{model.name}' has no '{PRESENCE}' "
+                             "input; build it with build_fusion_model(..., presence=True).")
+        return None, list(modalities or others)
     if isinstance(spec[PRESENCE], dict):
         return "dict", list(modalities or spec[PRESENCE])
     if modalities is None:
         columns = {layer.column: layer.name[: -len(ZERO_ABSENT_SUFFIX)] for layer in model.layers
                    if layer.name.endswith(ZERO_ABSENT_SUFFIX) and hasattr(layer, "column")}
-        modalities = [columns[c] for c in sorted(columns)]
+        modalities = [columns[c] for c in sorted(columns)] or others
     width = spec[PRESENCE].shape[-1]
     if len(modalities) != width or not set(modalities) <= set(spec):
-        raise ValueError(f"missing_rate_sweep: model '{model.name}' has a presence matrix of "
+        raise ValueError(f"{caller}: model '{model.name}' has a presence matrix of "
                          f"{width} columns; pass modalities= (its column order, the order of "
-                         f"the branches) naming model inputs {sorted(set(spec) - {PRESENCE})}; "
+                         f"the branches) naming model inputs {sorted(others)}; "
                          f"received {modalities}.")
     return "matrix", list(modalities)
 
 
 def _masked(x, mask, form, modalities):
     """The feed for presence `mask`: absent rows' numeric inputs set to zeros,
-    and the mask in the model's presence form."""
+    and the mask in the model's presence form (none for `form` None)."""
     feed = {}
     for name, value in x.items():
         if name == PRESENCE:
@@ -316,9 +327,66 @@ def _masked(x, mask, form, modalities):
             present = mask[:, modalities.index(name)].reshape((-1,) + (1,) * (value.ndim - 1))
             value = np.where(present > 0, value, np.zeros((), value.dtype))
         feed[name] = value
-    feed[PRESENCE] = ({m: mask[:, i] for i, m in enumerate(modalities)} if form == "dict"
-                      else mask)
+    if form is not None:
+        feed[PRESENCE] = ({m: mask[:, i] for i, m in enumerate(modalities)} if form == "dict"
+                          else mask)
     return feed
+
+
+def _rate_masks(rates, base, rng):
+    """dict rate -> `sample_presence` mask of `base`'s shape, drawn from `rng` in the order of `rates`."""
+    return {r: sample_presence(r, len(base), base.shape[1], rng, base) for r in rates}
+
+
+def missing_rate_inputs(model, x, rates, seed=0, modalities=None):
+    """The inputs `x` of `model` with modalities absent at each missing rate.
+
+    The masks are those `missing_rate_sweep` scores its test data with at
+    the same `seed`: one `sample_presence` mask per rate, drawn in the order
+    of `rates` from `numpy.random.default_rng(seed)`, respecting an
+    `x["presence"]` already there. Absent rows' numeric inputs are set to
+    zeros and the mask goes into the model's `presence` input (matrix or
+    dict); a model without one gets the zeroed inputs only, its modalities
+    being its inputs (every one of them must then be numeric).
+
+    Args:
+        model: a `keras.Model` with one input per modality (and optionally `presence`).
+        x: dict input name -> array, or a list in the order of the model's inputs.
+        rates: missing rates in [0, 1].
+        seed: seed of the masks (an int, or a `numpy.random.Generator` to draw from).
+        modalities: presence-column order of a matrix presence input (default:
+            read from the model's `ZeroAbsent` layers, else the order of the
+            other inputs).
+
+    Returns:
+        `(feeds, masks)`: dicts rate -> the masked inputs (the structure of
+        `x`) and rate -> the `(n, N)` 0/1 mask (columns in modality order).
+
+    Example:
+
+    >>> a, b = keras.Input((2,), name="a"), keras.Input((1,), name="b")
+    >>> model = keras.Model({"a": a, "b": b}, keras.layers.Concatenate()([a, b]))
+    >>> feeds, masks = missing_rate_inputs(model, {"a": np.ones((4, 2)), "b": np.ones((4, 1))},
+    ...                                    [0.0, 0.5])
+    >>> masks[0.5][:, 1].tolist(), feeds[0.5]["b"][:, 0].tolist(), bool(masks[0.0].all())
+    ([1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0], True)
+    """
+    rates = _check_rates(rates, "rates", caller="missing_rate_inputs")
+    form, names = _presence_layout(model, modalities, "missing_rate_inputs", required=False)
+    order = list(_input_spec(model))
+    as_dict = dict(x) if isinstance(x, dict) else dict(zip(order, x))
+    if form is None:
+        textual = [m for m in names if np.asarray(as_dict[m]).dtype.kind not in "biuf"]
+        if textual:
+            raise ValueError(f"missing_rate_inputs: model '{model.name}' has no '{PRESENCE}' "
+                             f"input and its inputs {textual} are not numeric, so they cannot be "
+                             "zeroed; build it with build_fusion_model(..., presence=True).")
+    n_rows = len(np.asarray(as_dict[names[0]]))
+    masks = _rate_masks(rates, _base_presence(as_dict, names, n_rows), np.random.default_rng(seed))
+    feeds = {r: _masked(as_dict, mask, form, names) for r, mask in masks.items()}
+    if not isinstance(x, dict):
+        feeds = {r: [feed[name] for name in order] for r, feed in feeds.items()}
+    return feeds, masks
 
 
 def _base_presence(x, modalities, n_rows):
@@ -337,10 +405,10 @@ def _accuracy(y_true, y_pred):
     return float(np.mean(np.asarray(y_pred).argmax(-1) == labels))
 
 
-def _check_rates(rates, what):
+def _check_rates(rates, what, caller="missing_rate_sweep"):
     rates = [float(r) for r in rates]
     if not rates or any(not 0.0 <= r <= 1.0 for r in rates):
-        raise ValueError(f"missing_rate_sweep: {what} must be a non-empty list of rates in "
+        raise ValueError(f"{caller}: {what} must be a non-empty list of rates in "
                          f"[0, 1]; received {rates}.")
     return rates
 
@@ -377,7 +445,8 @@ def missing_rate_sweep(builder_or_model, data, train_rates=None, test_rates=(0.0
             the arg-max over integer or one-hot labels), named after its
             `__name__` in tables.
         modalities: presence-column order of a matrix presence input (default:
-            read from the model's `ZeroAbsent` layers, i.e. the branch order).
+            read from the model's `ZeroAbsent` layers, i.e. the branch order,
+            else the order of the other inputs).
         fit_kwargs: arguments of `model.fit` (default `epochs=5, verbose=0`).
         batch_size: prediction batch size.
         seed: seed of the masks and of `keras.utils.set_random_seed`.
@@ -426,8 +495,7 @@ def missing_rate_sweep(builder_or_model, data, train_rates=None, test_rates=(0.0
             form, names = _presence_layout(model, modalities)
             chosen = _patterns(patterns, names)
             base = _base_presence(x_test, names, len(y_test))
-            test_masks = {r: sample_presence(r, len(y_test), len(names), rng, base)
-                          for r in test_rates}
+            test_masks = _rate_masks(test_rates, base, rng)
         if rate is not None:
             x_train, y_train = data["train"]
             train_masks[rate] = sample_presence(

@@ -20,10 +20,16 @@ functional model) and `M` a modality name:
   `ablation/METRIC/only_M` (scalars): the validation metric with every
   modality, with modality M absent, and with M the only one present (see
   `mmfusion.inspect.modality_ablation`).
+- `missing_rate/METRIC/rate_R` (scalars): the validation metric with each
+  modality absent at test-time missing rate R (`rate_0`, `rate_0.25`, ...):
+  the masks of `mmfusion.robustness.missing_rate_inputs` (those of
+  `missing_rate_sweep`), drawn once with a fixed seed, so every epoch is
+  scored on the same rows with the same modalities missing.
 
 The run also holds a layout for TensorBoard's Custom Scalars dashboard
-(`scalars_layout`): the ablation curves overlaid in one chart, the gate
-means in another, the modality weights in a third.
+(`scalars_layout`): the ablation curves overlaid in one chart, the
+missing-rate curves in another, the gate means and the modality weights in
+one each.
 """
 
 import os
@@ -36,15 +42,20 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.summary.v1 import custom_scalar_pb
 
 from mmfusion.inspect.plots import attention_figure, png_bytes
-from mmfusion.inspect.probe import FusionProbe, modality_ablation
+from mmfusion.inspect.probe import FusionProbe, batch_metric, modality_ablation
+from mmfusion.robustness import missing_rate_inputs
 
 RUN = "fusion"
 ABLATION = "ablation"
+MISSING_RATE = "missing_rate"
+MISSING_RATES = (0.0, 0.25, 0.5, 0.75)
 # Charts of TensorBoard's custom-scalars dashboard: title -> tag regex; the
 # curves of one chart are overlaid.
 LAYOUT = {"modality ablation: the metric with all, without and with only each modality":
-          rf"^{ABLATION}/", "gate means per modality": r"/gates_mean/",
-          "modality weights": r"/modality_weights/"}
+          rf"^{ABLATION}/",
+          "the metric at each test-time missing rate (every modality absent at that rate)":
+          rf"^{MISSING_RATE}/",
+          "gate means per modality": r"/gates_mean/", "modality weights": r"/modality_weights/"}
 
 __all__ = ["FusionInspector", "attention_images", "scalars_layout"]
 
@@ -98,7 +109,7 @@ def scalars_layout():
 
     Example:
 
-    >>> [chart.title for chart in scalars_layout().category[0].chart][1:]
+    >>> [chart.title for chart in scalars_layout().category[0].chart][2:]
     ['gate means per modality', 'modality weights']
     """
     charts = [layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[regex]))
@@ -161,8 +172,9 @@ class FusionInspector(keras.callbacks.Callback):
 
     Every `freq` epochs, on a fixed probe batch of validation data, writes
     the weights of every `FusionLayer` of the model (nested functional models
-    included) and the contribution of each modality by ablation into the
-    TensorBoard run `<log_dir>/fusion` (tags: see the module docstring). The
+    included), the contribution of each modality by ablation and the metric
+    at each test-time missing rate into the TensorBoard run
+    `<log_dir>/fusion` (tags: see the module docstring). The
     weights are read by a `FusionProbe` built once at the start of `fit`; the
     fusion layers log nothing themselves. Use it with
     `keras.callbacks.TensorBoard(log_dir)` on the same `log_dir`; it is not a
@@ -175,10 +187,17 @@ class FusionInspector(keras.callbacks.Callback):
             `tf.data.Dataset` of `(x, y)` batches (its first batch is used).
         freq: log every `freq` epochs (epochs 0, freq, 2 freq, ...).
         probe_size: number of examples of the probe batch.
-        metric: compiled metric reported by the ablation (default: the first
-            compiled metric, else the loss).
+        metric: compiled metric reported by the ablation and the missing
+            rates (default: the first compiled metric, else the loss).
         ablation: whether to log the ablation scalars.
         max_images: examples (and heads per example) drawn per attention map.
+        missing_rates: test-time missing rates at which the metric is
+            logged (None or `()`: none). At rate R each modality of each
+            probe row is absent with probability R (a row keeps at least
+            one), marked absent in the model's `presence` input and its
+            inputs zeroed; a model without a `presence` input gets the
+            zeroed inputs only. Rate 0 is the metric with every modality.
+        seed: seed of the missing-rate masks (fixed for the whole run).
 
     Example:
 
@@ -207,11 +226,13 @@ class FusionInspector(keras.callbacks.Callback):
     >>> sorted(scalars["fusion"])  # doctest: +NORMALIZE_WHITESPACE
     ['ablation/accuracy/all', 'ablation/accuracy/only_a', 'ablation/accuracy/only_b',
      'ablation/accuracy/without_a', 'ablation/accuracy/without_b',
-     'gmu/gates_mean/a', 'gmu/gates_mean/b']
+     'gmu/gates_mean/a', 'gmu/gates_mean/b',
+     'missing_rate/accuracy/rate_0', 'missing_rate/accuracy/rate_0.25',
+     'missing_rate/accuracy/rate_0.5', 'missing_rate/accuracy/rate_0.75']
     """
 
     def __init__(self, log_dir, validation_data, freq=1, probe_size=256, metric=None,
-                 ablation=True, max_images=3):
+                 ablation=True, max_images=3, missing_rates=MISSING_RATES, seed=0):
         super().__init__()
         if freq < 1:
             raise ValueError(f"FusionInspector: freq must be >= 1; received {freq}.")
@@ -221,12 +242,18 @@ class FusionInspector(keras.callbacks.Callback):
         self.metric = metric
         self.ablation = ablation
         self.max_images = max_images
+        self.missing_rates = tuple(missing_rates or ())
+        self.seed = seed
         self._probe = None
+        self._missing_feeds = {}
         self._writer = None
 
     def on_train_begin(self, logs=None):
         if self._probe is None or self._probe.model is not self.model:
             self._probe = FusionProbe(self.model)
+            if self.missing_rates:
+                self._missing_feeds = missing_rate_inputs(self.model, self.x, self.missing_rates,
+                                                          self.seed)[0]
         self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, RUN))
         with self._writer.as_default():
             tf.summary.experimental.write_raw_pb(custom_scalar_pb(scalars_layout()).SerializeToString(),
@@ -255,4 +282,7 @@ class FusionInspector(keras.callbacks.Callback):
                 for kind in ("without", "only"):
                     for name, value in result[kind].items():
                         tf.summary.scalar(f"{tag}/{kind}_{name}", value)
+            for rate, feed in self._missing_feeds.items():
+                metric, value = batch_metric(self.model, feed, self.y, self.metric)
+                tf.summary.scalar(f"{MISSING_RATE}/{metric}/rate_{rate:g}", value)
         self._writer.flush()

@@ -7,7 +7,8 @@ import numpy as np
 from mmfusion.fusion.base import FusionLayer
 from mmfusion import keras_internals
 
-__all__ = ["FusionProbe", "FusionWeights", "fusion_explainer", "fusion_weights", "modality_ablation"]
+__all__ = ["FusionProbe", "FusionWeights", "batch_metric", "fusion_explainer", "fusion_weights",
+           "modality_ablation"]
 
 
 def _contains_fusion(layer):
@@ -257,6 +258,36 @@ def _with_input(x, names, name, value):
     return x
 
 
+def batch_metric(model, x, y, metric=None):
+    """A compiled metric of `model` on one batch, from `model.test_on_batch`
+    (which resets the model's metrics first).
+
+    Args:
+        model: a compiled `keras.Model`.
+        x, y: the batch.
+        metric: name of the compiled metric (e.g. `"accuracy"`); default:
+            the first compiled metric, else `"loss"`.
+
+    Returns:
+        `(name, value)`: the metric's name and its value, a float.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    >>> model.set_weights([np.ones((1, 1))])
+    >>> model.compile(loss="mse", metrics=["mae"])
+    >>> batch_metric(model, np.full((2, 1), 3.0), np.ones((2, 1)))
+    ('mae', 2.0)
+    """
+    logs = model.test_on_batch(x, y, return_dict=True)
+    metric = metric or next((k for k in logs if k != "loss"), "loss")
+    if metric not in logs:
+        raise ValueError(f"model '{model.name}' has no compiled metric '{metric}'; "
+                         f"its metrics: {sorted(logs)}.")
+    return metric, float(logs[metric])
+
+
 def modality_ablation(model, x, y, metric=None, presence="presence"):
     """The model's metric with each modality in turn marked absent, and with
     each modality alone present.
@@ -316,10 +347,9 @@ def modality_ablation(model, x, y, metric=None, presence="presence"):
             for name in modalities:
                 if name not in kept:
                     data = _with_input(data, names, name, np.zeros_like(_get_input(x, names, name)))
-        return float(model.test_on_batch(data, y, return_dict=True)[metric])
+        return batch_metric(model, data, y, metric)[1]
 
-    logs = model.test_on_batch(x, y, return_dict=True)
-    metric = metric or next((k for k in logs if k != "loss"), "loss")
-    return {"metric": metric, "all": float(logs[metric]),
+    metric, full = batch_metric(model, x, y, metric)
+    return {"metric": metric, "all": full,
             "without": {m: score(set(modalities) - {m}) for m in modalities},
             "only": {m: score({m}) for m in modalities}}

@@ -28,7 +28,9 @@ def test_gmu_run_has_gate_scalars_histograms_and_ablation(runs):
     assert set(fusion) == {
         "gmu/gates_mean/visual", "gmu/gates_mean/textual", "ablation/accuracy/all",
         "ablation/accuracy/without_visual", "ablation/accuracy/without_textual",
-        "ablation/accuracy/only_visual", "ablation/accuracy/only_textual"}
+        "ablation/accuracy/only_visual", "ablation/accuracy/only_textual",
+        "missing_rate/accuracy/rate_0", "missing_rate/accuracy/rate_0.25",
+        "missing_rate/accuracy/rate_0.5", "missing_rate/accuracy/rate_0.75"}
     assert fusion["gmu/gates_mean/visual"][0] == list(range(EPOCHS))
     for modality in ("visual", "textual"):
         means = np.array(fusion[f"gmu/gates_mean/{modality}"][1])
@@ -155,7 +157,7 @@ def test_gate_statistics_are_over_present_rows(tmp_path):
 def test_the_fusion_run_holds_a_custom_scalars_layout_matching_its_tags(runs):
     """TensorBoard's Custom Scalars dashboard overlays the curves whose tags
     match a chart's regex: the layout must select every logged ablation tag
-    (in one chart) and every gate mean (in another)."""
+    (in one chart), every missing-rate tag (in another) and every gate mean."""
     import re
 
     import tensorflow as tf
@@ -175,4 +177,107 @@ def test_the_fusion_run_holds_a_custom_scalars_layout_matching_its_tags(runs):
     selected = {title: {t for t in tags if re.search(regex, t)} for title, regex in charts.items()}
     ablation = {t for t in tags if t.startswith("ablation/")}
     assert len(ablation) == 5 and ablation in selected.values()
+    missing = {t for t in tags if t.startswith("missing_rate/")}
+    assert len(missing) == 4 and missing in selected.values()
     assert {"gmu/gates_mean/visual", "gmu/gates_mean/textual"} in selected.values()
+
+
+RATES = (0.0, 0.25, 0.5, 0.75)
+ORDER = ("c", "a", "b")  # branch order: the presence columns are not sorted
+
+
+class MissingRatesByHand(keras.callbacks.Callback):
+    """At every epoch end, the accuracy at each missing rate computed by hand:
+    `sample_presence` masks from one generator seeded with `seed`, absent
+    rows' inputs multiplied by 0, the mask in the model's presence form."""
+
+    def __init__(self, x, y, form, seed):
+        super().__init__()
+        self.x, self.y, self.form, self.seed = x, y, form, seed
+        self.history = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        from mmfusion.robustness import sample_presence
+
+        base = self.x.get("presence", np.ones((len(self.y), len(ORDER)), "float32"))
+        if isinstance(base, dict):
+            base = np.stack([base[m] for m in ORDER], axis=1)
+        rng = np.random.default_rng(self.seed)
+        row = []
+        for rate in RATES:
+            mask = sample_presence(rate, len(self.y), len(ORDER), rng, base)
+            feed = {m: self.x[m] * mask[:, i:i + 1] for i, m in enumerate(ORDER)}
+            if self.form == "matrix":
+                feed["presence"] = mask
+            elif self.form == "dict":
+                feed["presence"] = {m: mask[:, i] for i, m in enumerate(ORDER)}
+            predictions = self.model.predict(feed, batch_size=len(self.y), verbose=0)
+            row.append(float(np.mean(predictions.argmax(-1) == self.y)))
+        self.history.append(row)
+
+
+def noisy_copies(n, seed):
+    """Three modalities, each the 3-class label plus noise: every one helps."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = {m: (y[:, None] + rng.normal(scale=0.8, size=(n, d))).astype("float32")
+         for m, d in zip(ORDER, (3, 2, 4))}
+    return x, y
+
+
+@pytest.mark.parametrize("form", ["matrix", "dict", None])
+def test_missing_rate_scalars_match_masking_by_hand(tmp_path, form):
+    """The logged `missing_rate/accuracy/rate_R` of every epoch equals the
+    accuracy of the model's predictions on the probe rows masked by hand with
+    the same seed (presence matrix in branch order, with rows already absent
+    in the data; presence dict; no presence input: zeroed inputs only)."""
+    from mmfusion.branches import tabular_mlp
+    from mmfusion.compose import build_fusion_model
+
+    x, y = noisy_copies(400, seed=0)
+    x_val, y_val = noisy_copies(150, seed=1)
+    if form == "matrix":
+        for data in (x, x_val):
+            data["presence"] = np.ones((len(data["a"]), 3), "float32")
+            data["presence"][::4, 1] = 0.0  # modality "a" missing from the data in a quarter
+    elif form == "dict":
+        for data in (x, x_val):
+            data["presence"] = {m: np.ones(len(data["a"]), "float32") for m in ORDER}
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model({m: tabular_mlp(x[m].shape[1], units=(8,), name=m) for m in ORDER},
+                               "gmu", num_outputs=3, units=8, presence=form or False)
+    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    by_hand = MissingRatesByHand(x_val, y_val, form, seed=3)
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[
+        by_hand, FusionInspector(str(tmp_path), (x_val, y_val), missing_rates=RATES, seed=3)])
+    fusion = read_events(str(tmp_path))[0]["fusion"]
+    logged = []
+    for rate in RATES:
+        steps, values = fusion[f"missing_rate/accuracy/rate_{rate:g}"]
+        assert steps == [0, 1, 2]
+        logged.append(values)
+    np.testing.assert_allclose(np.transpose(logged), by_hand.history, atol=1e-6)
+    np.testing.assert_allclose(fusion["ablation/accuracy/all"][1], np.array(logged)[0], atol=1e-6)
+    final = np.array(logged)[:, -1]
+    assert final[0] > 0.8 and final[0] - final[-1] > 0.1  # modalities missing: accuracy drops
+
+
+def test_missing_rates_can_be_turned_off_and_text_needs_a_presence_input(tmp_path):
+    x, y = noisy_copies(40, seed=0)
+    x = {"c": x["c"], "a": x["a"]}
+    inputs = {m: keras.Input(x[m].shape[1:], name=m) for m in x}
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(
+        keras.layers.Concatenate()(list(inputs.values()))))
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=1, verbose=0,
+              callbacks=[FusionInspector(str(tmp_path), (x, y), missing_rates=None)])
+    assert not [t for t in read_events(str(tmp_path))[0]["fusion"] if t.startswith("missing")]
+    # Strings cannot be zeroed: without a presence input a text modality has no "absent".
+    text = keras.Input((1,), dtype="string", name="text")
+    with_text = keras.Model({"c": inputs["c"], "text": text}, keras.layers.Dense(3)(inputs["c"]))
+    inspector = FusionInspector(str(tmp_path), ({"c": x["c"], "text": np.array([["w"]] * 40)}, y))
+    inspector.set_model(with_text)
+    with pytest.raises(ValueError, match=r"model '.*' has no 'presence' input and its inputs "
+                                         r"\['text'\] are not numeric"):
+        inspector.on_train_begin()
