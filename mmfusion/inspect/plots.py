@@ -8,6 +8,7 @@ also writes it as a PNG when given `path`.
 import io
 
 import keras
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -16,8 +17,8 @@ from mmfusion.fusion.base import FusionLayer
 from mmfusion import keras_internals
 
 __all__ = [
-    "attention_figure", "contribution_bars", "fusion_diagram", "gate_vs_switch", "png_bytes",
-    "search_progress", "weight_trajectories",
+    "attention_figure", "contribution_bars", "fusion_diagram", "gate_vs_switch",
+    "missing_rate_curves", "png_bytes", "search_progress", "weight_trajectories",
 ]
 
 
@@ -193,6 +194,51 @@ def weight_trajectories(series, title="", ylabel="", path=None):
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
+    return _finish(fig, path)
+
+
+MAX_CURVES = 10
+
+
+def missing_rate_curves(curves, metric="metric", path=None):
+    """The metric vs. test-time missing rate, one line per logged epoch.
+
+    The lines go from light (first epoch) to dark (last epoch, drawn
+    thicker); with more than `MAX_CURVES` epochs, `MAX_CURVES` evenly spaced
+    ones are drawn, the first and the last included.
+
+    Args:
+        curves: dict epoch -> `(rates, values)`.
+        metric: the metric's name (axis label).
+        path: optional PNG path.
+
+    Returns:
+        A `Figure`.
+
+    Example:
+
+    >>> fig = missing_rate_curves({0: ([0, 0.5], [0.6, 0.5]), 4: ([0, 0.5], [0.9, 0.7])},
+    ...                           "accuracy")
+    >>> [line.get_label() for line in fig.axes[0].get_lines()], fig.axes[0].get_xlabel()
+    (['epoch 0', 'epoch 4 (last)'], 'test-time missing rate')
+    """
+    epochs = sorted(curves)
+    if len(epochs) > MAX_CURVES:
+        epochs = [epochs[round(i)] for i in np.linspace(0, len(epochs) - 1, MAX_CURVES)]
+    shades = np.linspace(0.35, 1.0, len(epochs))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for epoch, shade in zip(epochs, shades):
+        rates, values = curves[epoch]
+        last = epoch == epochs[-1]
+        ax.plot(rates, values, marker="o", markersize=4 if last else 3, linewidth=2.2 if last else 1,
+                color=matplotlib.colormaps["Blues"](shade),
+                label=f"epoch {epoch}" + (" (last)" if last else ""))
+    ax.set_xlabel("test-time missing rate")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs. test-time missing rate")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _finish(fig, path)
 
 

@@ -14,8 +14,11 @@ from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.util import tensor_util
 
-from mmfusion.inspect.callbacks import ABLATION, RUN
-from mmfusion.inspect.plots import contribution_bars, png_bytes, weight_trajectories
+from mmfusion.files import write_text
+from mmfusion.inspect.callbacks import ABLATION, MISSING_RATE, RUN
+from mmfusion.inspect.plots import (contribution_bars, missing_rate_curves, png_bytes,
+                                    weight_trajectories)
+from mmfusion.robustness import relative_robustness
 
 __all__ = ["build_report", "read_events"]
 
@@ -108,6 +111,40 @@ def _contributions(fusion_scalars):
     return {metric: (value, without[metric], only[metric]) for metric, value in full.items()}
 
 
+def _missing_rates(fusion_scalars):
+    """`{metric: (rates, steps, values)}` of the `missing_rate/METRIC/rate_R`
+    scalars: increasing rates, the logged steps, and `values[i][j]` the
+    metric at rate `rates[i]` and step `steps[j]`."""
+    found = defaultdict(dict)
+    for tag, series in fusion_scalars.items():
+        parts = tag.split("/")
+        if parts[0] == MISSING_RATE and len(parts) == 3 and parts[2].startswith("rate_"):
+            found[parts[1]][float(parts[2].removeprefix("rate_"))] = series
+    curves = {}
+    for metric, by_rate in found.items():
+        rates = sorted(by_rate)
+        steps = by_rate[rates[0]][0]
+        curves[metric] = (rates, steps, [by_rate[r][1] for r in rates])
+    return curves
+
+
+def _missing_rate_html(curves):
+    """A table per metric: the value at each missing rate at the first and
+    the last logged epoch, and the last epoch's relative robustness."""
+    parts = []
+    for metric, (rates, steps, values) in sorted(curves.items()):
+        columns = sorted({0, len(steps) - 1})
+        header = ["metric", "test-time missing rate"] + [
+            f"epoch {steps[j]}" + (" (last)" if j == len(steps) - 1 else "") for j in columns]
+        parts.append(_table(header, [(metric, f"{rate:g}", *(row[j] for j in columns))
+                                     for rate, row in zip(rates, values)]))
+        if len(rates) > 1:
+            area = relative_robustness(rates, [row[-1] for row in values])
+            parts.append(f"<p>Relative robustness of {html.escape(metric)} at epoch {steps[-1]} "
+                         f"(area under the curve, as in MultiBench): {area:.4f}</p>")
+    return parts
+
+
 def _constant(series):
     """Whether every curve of `{label: (steps, values)}` holds one and the same value."""
     values = {v for _, vs in series.values() for v in vs}
@@ -126,12 +163,15 @@ def _groups(series_by_tag, split):
 def build_report(logdir, output=None):
     """Writes the HTML report of the run in `logdir` and returns its path.
 
-    The page holds a summary table (each run's final metrics; the last
-    logged fusion scalars; each modality's contribution by ablation) and the
-    plots: training curves (one per `epoch_*` metric, train vs. validation), fusion
-    weight trajectories (modality weights, gate means, ablation metrics: one
-    plot per fusion layer and kind), contribution bars, and the last logged
-    attention maps.
+    The page holds summary tables (each run's final metrics; each modality's
+    contribution by ablation; the metric at each test-time missing rate, at
+    the first and the last logged epoch, with its relative robustness; the
+    last logged fusion scalars) and the plots: training curves (one per
+    `epoch_*` metric, train vs. validation), fusion weight trajectories
+    (modality weights, gate means, ablation and missing-rate metrics: one
+    plot per fusion layer and kind), contribution bars, the metric vs. the
+    missing rate (one line per logged epoch), and the last logged attention
+    maps. The file is written atomically.
 
     Args:
         logdir: the log directory given to `keras.callbacks.TensorBoard` and
@@ -161,6 +201,7 @@ def build_report(logdir, output=None):
         raise ValueError(f"mmfusion report: no TensorBoard scalars or images under '{logdir}'.")
     fusion = scalars.pop(RUN, {})
     contributions = _contributions(fusion)
+    missing = _missing_rates(fusion)
     body = ["<h2>Final metrics</h2>", _table(
         ["run", "metric", "final value", "points"],
         [(run, tag, values[-1], len(values))
@@ -172,19 +213,22 @@ def build_report(logdir, output=None):
             [(metric, m, full, value, full - value, only.get(m, ""))
              for metric, (full, without, only) in contributions.items()
              for m, value in without.items()])]
+    if missing:
+        body += ["<h2>Metric vs. test-time missing rate</h2>", *_missing_rate_html(missing)]
     if fusion:
         body += ["<h2>Fusion scalars (last logged epoch)</h2>",
                  _table(["tag", "value"], [(tag, v[-1]) for tag, (_, v) in sorted(fusion.items())])]
-    body += ["<h2>Plots</h2>", _plots(scalars, fusion, contributions, images.get(RUN, {}))]
+    body += ["<h2>Plots</h2>", _plots(scalars, fusion, contributions, missing,
+                                      images.get(RUN, {}))]
     output = output or os.path.join(logdir, "report.html")
     title = f"mmfusion report: {html.escape(os.path.abspath(logdir))}"
-    with open(output, "w", encoding="utf-8") as f:
-        f.write(PAGE.format(title=title, body="\n".join(body)))
+    write_text(output, PAGE.format(title=title, body="\n".join(body)))
     return output
 
 
-def _plots(scalars, fusion, contributions, attention_maps):
-    """HTML figures: training curves, fusion scalar groups, contributions, attention maps."""
+def _plots(scalars, fusion, contributions, missing, attention_maps):
+    """HTML figures: training curves, fusion scalar groups, contributions,
+    metric vs. missing rate, attention maps."""
     figures = []
     metrics = _groups({(run, tag): s for run, tags in scalars.items() for tag, s in tags.items()
                        if tag.startswith("epoch_")}, lambda key: (key[1], key[0]))
@@ -197,6 +241,9 @@ def _plots(scalars, fusion, contributions, attention_maps):
         figures.append((weight_trajectories(series, group, ylabel), f"fusion: {group}"))
     for metric, (full, without, _) in contributions.items():
         figures.append((contribution_bars(without, full, metric), f"modality contribution: {metric}"))
+    for metric, (rates, steps, values) in sorted(missing.items()):
+        curves = {step: (rates, [row[j] for row in values]) for j, step in enumerate(steps)}
+        figures.append((missing_rate_curves(curves, metric), f"{metric} vs. missing rate"))
     html_figures = [_figure_html(png_bytes(fig), caption) for fig, caption in figures]
     for tag, pngs in sorted(attention_maps.items()):
         html_figures += [_figure_html(png, f"attention map: {tag} (example {i})")

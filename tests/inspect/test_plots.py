@@ -80,3 +80,21 @@ def test_trajectories_and_search_progress():
     np.testing.assert_allclose(best.get_ydata(), [0.4, 0.3, 0.3, 0.1])
     with pytest.raises(ValueError, match="direction"):
         search_progress([1.0], direction="up")
+
+
+def test_missing_rate_curves_draw_one_line_per_epoch_darkening_to_the_last():
+    from mmfusion.inspect.plots import MAX_CURVES, missing_rate_curves
+
+    rates = [0.0, 0.25, 0.5]
+    curves = {epoch: (rates, [0.5 + 0.03 * epoch, 0.4 + 0.02 * epoch, 0.35]) for epoch in range(25)}
+    fig = missing_rate_curves(curves, "accuracy")
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert len(lines) == MAX_CURVES
+    assert lines[0].get_label() == "epoch 0" and lines[-1].get_label() == "epoch 24 (last)"
+    np.testing.assert_allclose(lines[-1].get_ydata(), [1.22, 0.88, 0.35])
+    np.testing.assert_allclose(lines[-1].get_xdata(), rates)
+    assert lines[-1].get_linewidth() > lines[0].get_linewidth()
+    darkness = [sum(line.get_color()[:3]) for line in lines]
+    assert darkness == sorted(darkness, reverse=True)  # lighter first
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("test-time missing rate", "accuracy")

@@ -61,3 +61,29 @@ def test_report_tables_give_final_metrics_and_contributions(runs, capsys):
     assert abs(visual_alone - full) < 0.05 and table["textual"][3] < full - 0.35
     assert re.search(r"<td>validation</td><td>epoch_accuracy</td><td>0\.9\d+</td><td>4</td>", page)
     assert "attention map" not in page and np.isfinite(float(rows["visual"]))
+
+
+def test_report_tables_and_plots_the_metric_vs_missing_rate(runs, tmp_path):
+    from mmfusion.inspect.report import build_report
+    from mmfusion.robustness import relative_robustness
+    from tests.inspect.conftest import EPOCHS
+
+    page = open(build_report(runs["gmu"], str(tmp_path / "r.html")), encoding="utf-8").read()
+    fusion = read_events(runs["gmu"])[0]["fusion"]
+    rates = [0.0, 0.25, 0.5, 0.75]
+    logged = np.array([fusion[f"missing_rate/accuracy/rate_{r:g}"][1] for r in rates])
+    assert logged.shape == (4, EPOCHS)
+    found = re.findall(r"<tr><td>accuracy</td><td>([0-9.]+)</td><td>([-0-9.]+)</td>"
+                       r"<td>([-0-9.]+)</td></tr>", page)
+    assert [float(r) for r, _, _ in found] == rates
+    np.testing.assert_allclose([[float(a), float(b)] for _, a, b in found],
+                               logged[:, [0, -1]], atol=5e-5)  # printed with 4 decimals
+    assert f"<th>epoch 0</th><th>epoch {EPOCHS - 1} (last)</th>" in page
+    area = float(re.search(rf"Relative robustness of accuracy at epoch {EPOCHS - 1} \(area under "
+                           r"the curve, "
+                           r"as in MultiBench\): ([0-9.]+)", page).group(1))
+    assert abs(area - relative_robustness(rates, logged[:, -1])) < 5e-5
+    # Only visual carries the label: losing modalities costs accuracy.
+    assert logged[0, -1] - logged[-1, -1] > 0.1
+    assert {"accuracy vs. missing rate", "fusion: missing_rate/accuracy"} <= set(
+        embedded_images(page))
