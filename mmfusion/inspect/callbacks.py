@@ -27,9 +27,9 @@ functional model) and `M` a modality name:
   scored on the same rows with the same modalities missing.
 
 The run also holds a layout for TensorBoard's Custom Scalars dashboard
-(`scalars_layout`): the ablation curves overlaid in one chart, the
-missing-rate curves in another, the gate means and the modality weights in
-one each.
+(`scalars_layout`, written with the first summaries): the ablation curves
+overlaid in one chart, the missing-rate curves in another, the gate means
+and the modality weights in one each, for the kinds of scalars the run has.
 """
 
 import os
@@ -49,13 +49,17 @@ RUN = "fusion"
 ABLATION = "ablation"
 MISSING_RATE = "missing_rate"
 MISSING_RATES = (0.0, 0.25, 0.5, 0.75)
-# Charts of TensorBoard's custom-scalars dashboard: title -> tag regex; the
-# curves of one chart are overlaid.
-LAYOUT = {"modality ablation: the metric with all, without and with only each modality":
-          rf"^{ABLATION}/",
-          "the metric at each test-time missing rate (every modality absent at that rate)":
-          rf"^{MISSING_RATE}/",
-          "gate means per modality": r"/gates_mean/", "modality weights": r"/modality_weights/"}
+# Charts of TensorBoard's custom-scalars dashboard: kind -> (title, tag regex);
+# the curves of one chart are overlaid. TensorBoard matches the regex at the
+# start of the tag (`re.match`).
+LAYOUT = {
+    ABLATION: ("modality ablation: the metric with all, without and with only each modality",
+               f"{ABLATION}/"),
+    MISSING_RATE: ("the metric at each test-time missing rate (every modality absent at that "
+                   "rate)", f"{MISSING_RATE}/"),
+    "gates": ("gate means per modality", r".*/gates_mean/"),
+    "modality_weights": ("modality weights", r".*/modality_weights/"),
+}
 
 __all__ = ["FusionInspector", "attention_images", "scalars_layout"]
 
@@ -103,17 +107,18 @@ def attention_images(maps, max_images, title="attention", modality_names=(), pre
     return np.stack(images)
 
 
-def scalars_layout():
-    """The custom-scalars layout of the fusion run (`LAYOUT`): one chart per
-    kind of fusion scalar, its curves overlaid.
+def scalars_layout(kinds=tuple(LAYOUT)):
+    """The custom-scalars layout of the fusion run: one chart per kind of
+    fusion scalar in `kinds` (keys of `LAYOUT`), its curves overlaid.
 
     Example:
 
-    >>> [chart.title for chart in scalars_layout().category[0].chart][2:]
+    >>> [chart.title for chart in scalars_layout(["gates", "modality_weights"]).category[0].chart]
     ['gate means per modality', 'modality weights']
     """
-    charts = [layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[regex]))
-              for title, regex in LAYOUT.items()]
+    charts = [layout_pb2.Chart(title=LAYOUT[kind][0],
+                               multiline=layout_pb2.MultilineChartContent(tag=[LAYOUT[kind][1]]))
+              for kind in kinds]
     return layout_pb2.Layout(category=[layout_pb2.Category(title="mmfusion", chart=charts)])
 
 
@@ -247,6 +252,7 @@ class FusionInspector(keras.callbacks.Callback):
         self._probe = None
         self._missing_feeds = {}
         self._writer = None
+        self._layout_written = False
 
     def on_train_begin(self, logs=None):
         if self._probe is None or self._probe.model is not self.model:
@@ -255,9 +261,7 @@ class FusionInspector(keras.callbacks.Callback):
                 self._missing_feeds = missing_rate_inputs(self.model, self.x, self.missing_rates,
                                                           self.seed)[0]
         self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, RUN))
-        with self._writer.as_default():
-            tf.summary.experimental.write_raw_pb(custom_scalar_pb(scalars_layout()).SerializeToString(),
-                                                 step=0)
+        self._layout_written = False
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch % self.freq == 0:
@@ -270,6 +274,17 @@ class FusionInspector(keras.callbacks.Callback):
         """Writes every summary for `step` (called by `on_epoch_end`)."""
         weights = self._probe(self.x, batch_size=len(self.y))
         presence = self._probe.presence(self.x, batch_size=len(self.y))
+        if not self._layout_written:  # the charts of the scalars this run has
+            keys = {key for layer_weights in weights.values() for key in layer_weights}
+            kinds = [kind for kind, wanted in ((ABLATION, self.ablation),
+                                               (MISSING_RATE, self._missing_feeds),
+                                               ("gates", "gates" in keys),
+                                               ("modality_weights", "modality_weights" in keys))
+                     if wanted]
+            with self._writer.as_default():
+                tf.summary.experimental.write_raw_pb(
+                    custom_scalar_pb(scalars_layout(kinds)).SerializeToString(), step=0)
+            self._layout_written = True
         with self._writer.as_default(step=step):
             for path, layer_weights in weights.items():
                 names = self._probe.layers[path].modality_names
