@@ -111,7 +111,9 @@ def attention_figure(maps, query_labels=None, key_labels=None, title="attention"
         raise ValueError(f"attention_figure: maps must be (T_q, T_k) or (heads, T_q, T_k); "
                          f"received shape {maps.shape}.")
     heads, t_q, t_k = maps.shape
-    fig = Figure(figsize=(1.0 + heads * max(2.2, 0.35 * t_k), 1.2 + max(2.0, 0.3 * t_q)),
+    # About 0.22 inch per cell: TensorBoard shows the image in a card of
+    # about 300 pixels, where a bigger figure's labels shrink to unreadable.
+    fig = Figure(figsize=(1.0 + heads * max(2.2, 0.22 * t_k), 1.2 + max(1.6, 0.22 * t_q)),
                  layout="constrained")
     axes = fig.subplots(1, heads, squeeze=False)[0]
     finite = maps[np.isfinite(maps)]
@@ -167,7 +169,8 @@ def contribution_bars(without, full, metric="metric", path=None):
 
 
 def weight_trajectories(series, title="", ylabel="", path=None):
-    """Lines of values over epochs, one per series (weights, gate means, metrics).
+    """Lines of values over epochs, one per series (weights, gate means, metrics),
+    with the legend beside the plot (it would hide curves inside it).
 
     Args:
         series: dict label -> `(steps, values)`.
@@ -185,7 +188,7 @@ def weight_trajectories(series, title="", ylabel="", path=None):
     >>> [line.get_label() for line in fig.axes[0].get_lines()]
     ['visual', 'textual']
     """
-    fig = Figure(figsize=(6, 4))
+    fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
     for label, (steps, values) in series.items():
         ax.plot(steps, values, marker="o", markersize=3, label=label)
@@ -193,7 +196,8 @@ def weight_trajectories(series, title="", ylabel="", path=None):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _finish(fig, path)
 
 
@@ -226,7 +230,7 @@ def missing_rate_curves(curves, metric="metric", path=None):
     if len(epochs) > MAX_CURVES:
         epochs = [epochs[round(i)] for i in np.linspace(0, len(epochs) - 1, MAX_CURVES)]
     shades = np.linspace(0.35, 1.0, len(epochs))
-    fig = Figure(figsize=(6, 4))
+    fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
     for epoch, shade in zip(epochs, shades):
         rates, values = curves[epoch]
@@ -238,7 +242,7 @@ def missing_rate_curves(curves, metric="metric", path=None):
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} vs. test-time missing rate")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _finish(fig, path)
 
 
