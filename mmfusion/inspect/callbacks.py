@@ -33,6 +33,7 @@ and the modality weights in one each, for the kinds of scalars the run has.
 """
 
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -202,6 +203,10 @@ class FusionInspector(keras.callbacks.Callback):
             one), marked absent in the model's `presence` input and its
             inputs zeroed; a model without a `presence` input gets the
             zeroed inputs only. Rate 0 is the metric with every modality.
+            `"auto"`: `MISSING_RATES` (0, 0.25, 0.5, 0.75) when the model's
+            modalities can be marked absent, else none, with a warning (a
+            model without `presence` and with a text input); rates given
+            explicitly raise a `ValueError` then.
         seed: seed of the missing-rate masks (fixed for the whole run).
 
     Example:
@@ -237,7 +242,7 @@ class FusionInspector(keras.callbacks.Callback):
     """
 
     def __init__(self, log_dir, validation_data, freq=1, probe_size=256, metric=None,
-                 ablation=True, max_images=3, missing_rates=MISSING_RATES, seed=0):
+                 ablation=True, max_images=3, missing_rates="auto", seed=0):
         super().__init__()
         if freq < 1:
             raise ValueError(f"FusionInspector: freq must be >= 1; received {freq}.")
@@ -247,7 +252,7 @@ class FusionInspector(keras.callbacks.Callback):
         self.metric = metric
         self.ablation = ablation
         self.max_images = max_images
-        self.missing_rates = tuple(missing_rates or ())
+        self.missing_rates = missing_rates
         self.seed = seed
         self._probe = None
         self._missing_feeds = {}
@@ -257,11 +262,27 @@ class FusionInspector(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self._probe is None or self._probe.model is not self.model:
             self._probe = FusionProbe(self.model)
-            if self.missing_rates:
-                self._missing_feeds = missing_rate_inputs(self.model, self.x, self.missing_rates,
-                                                          self.seed)[0]
+            self._missing_feeds = self._missing_rate_inputs()
         self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, RUN))
         self._layout_written = False
+
+    def _missing_rate_inputs(self):
+        """dict rate -> the probe inputs with modalities absent at that rate."""
+        if self.missing_rates is None:
+            return {}
+        auto = isinstance(self.missing_rates, str)
+        if auto and self.missing_rates != "auto":
+            raise ValueError(f"FusionInspector: missing_rates must be 'auto', None or a list of "
+                             f"rates; received {self.missing_rates!r}.")
+        try:
+            return missing_rate_inputs(self.model, self.x, MISSING_RATES if auto
+                                       else self.missing_rates, self.seed)[0]
+        except ValueError as error:
+            if not auto:
+                raise
+            warnings.warn(f"FusionInspector: no missing-rate scalars for model "
+                          f"'{self.model.name}': {error}", stacklevel=2)
+            return {}
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch % self.freq == 0:

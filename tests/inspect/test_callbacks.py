@@ -277,11 +277,22 @@ def test_missing_rates_can_be_turned_off_and_text_needs_a_presence_input(tmp_pat
     model.fit(x, y, epochs=1, verbose=0,
               callbacks=[FusionInspector(str(tmp_path), (x, y), missing_rates=None)])
     assert not [t for t in read_events(str(tmp_path))[0]["fusion"] if t.startswith("missing")]
-    # Strings cannot be zeroed: without a presence input a text modality has no "absent".
+    with pytest.raises(ValueError, match="missing_rates must be 'auto', None or a list"):
+        inspector = FusionInspector(str(tmp_path), (x, y), missing_rates="all")
+        inspector.set_model(model)
+        inspector.on_train_begin()
+    # Strings cannot be zeroed: without a presence input a text modality has no
+    # "absent". Rates asked for explicitly raise; "auto" warns and logs none.
     text = keras.Input((1,), dtype="string", name="text")
     with_text = keras.Model({"c": inputs["c"], "text": text}, keras.layers.Dense(3)(inputs["c"]))
-    inspector = FusionInspector(str(tmp_path), ({"c": x["c"], "text": np.array([["w"]] * 40)}, y))
+    probe = ({"c": x["c"], "text": np.array([["w"]] * 40)}, y)
+    inspector = FusionInspector(str(tmp_path), probe, missing_rates=(0.0, 0.5))
     inspector.set_model(with_text)
     with pytest.raises(ValueError, match=r"model '.*' has no 'presence' input and its inputs "
                                          r"\['text'\] are not numeric"):
         inspector.on_train_begin()
+    inspector = FusionInspector(str(tmp_path), probe)
+    inspector.set_model(with_text)
+    with pytest.warns(UserWarning, match="no missing-rate scalars for model"):
+        inspector.on_train_begin()
+    assert inspector._missing_feeds == {}
