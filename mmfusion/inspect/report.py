@@ -29,7 +29,7 @@ body {{ font-family: sans-serif; margin: 2em; }}
 table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
 td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
 figure {{ display: inline-block; margin: 0.5em; vertical-align: top; }}
-figure img {{ max-width: 600px; image-rendering: pixelated; border: 1px solid #eee; }}
+figure img {{ max-width: 640px; image-rendering: pixelated; border: 1px solid #eee; }}
 </style></head><body>
 <h1>{title}</h1>
 {body}
