@@ -128,6 +128,13 @@ def speedup(task, prepared, fresh, width, args):
                  "trials": summary, **ratios, "end_to_end_to_match_cached": match})
 
 
+def search_hypermodel(task, features, args):
+    """The searched space over cached features (units and learning rate fixed)."""
+    return FusionHyperModel(feature_branches(features["train"]), task.num_classes,
+                            fusions=args.fusions, max_layers=args.max_layers, units=(64,),
+                            learning_rates=(1e-3,), fit_verbose=0)
+
+
 def joint_speed(task, prepared, args):
     """Trials per CPU- and wall-second of one random search for each
     `candidates_per_step` in `args.joint` (alternating order, `args.repeats`)."""
@@ -135,9 +142,7 @@ def joint_speed(task, prepared, args):
     runs = {k: [] for k in args.joint}
     for repeat in range(args.repeats):
         for k in (args.joint if repeat % 2 == 0 else args.joint[::-1]):
-            hypermodel = FusionHyperModel(feature_branches(features["train"]), task.num_classes,
-                                          fusions=args.fusions, max_layers=args.max_layers,
-                                          units=(64,), learning_rates=(1e-3,), fit_verbose=0)
+            hypermodel = search_hypermodel(task, features, args)
             tuner = make_tuner("random", hypermodel, args.trials,
                                os.path.join(args.output, "joint"), project_name=f"k{k}",
                                seed=repeat, overwrite=True, candidates_per_step=k)
@@ -166,9 +171,7 @@ def joint_speed(task, prepared, args):
 def search_curve(task, prepared, oracle, seed, args):
     """Best validation accuracy after each trial of one search."""
     features, labels = prepared.features, prepared.labels
-    hypermodel = FusionHyperModel(feature_branches(features["train"]), task.num_classes,
-                                  fusions=args.fusions, max_layers=args.max_layers,
-                                  units=(64,), learning_rates=(1e-3,), fit_verbose=0)
+    hypermodel = search_hypermodel(task, features, args)
     tuner = make_tuner(oracle, hypermodel, args.trials, os.path.join(args.output, "searches"),
                        project_name=f"{oracle}-s{seed}", seed=seed, overwrite=True)
     start = time.perf_counter()
