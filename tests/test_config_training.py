@@ -3,6 +3,7 @@ table with PNG files, texts and numbers, some rows without an image or a text.""
 
 import json
 import os
+import sys
 
 import keras
 import numpy as np
@@ -218,17 +219,28 @@ def test_cli_trains_a_regression_config(tmp_path, capsys):
     assert "mae" in metrics["test_by_presence"]["numbers+text"]
 
 
-def test_parquet_needs_pandas_or_pyarrow(tmp_path):
-    try:
-        import pyarrow  # noqa: F401
-        pytest.skip("pyarrow is installed")
-    except ImportError:
-        pass
-    try:
-        import pandas  # noqa: F401
-        pytest.skip("pandas is installed")
-    except ImportError:
-        pass
+def test_parquet_table_reads_like_its_csv(tmp_path):
+    """pandas writes the CSV's empty cells as NaN (float) into the parquet
+    file: they must be absent, not the text "nan"."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    config, _, _ = write_listings(str(tmp_path))
+    frame = pd.read_csv(tmp_path / "listings.csv")
+    assert frame["description"].isna().sum() > 10 and frame["image_path"].isna().sum() > 10
+    frame.to_parquet(tmp_path / "listings.parquet")
+    parquet = tmp_path / "parquet.toml"
+    parquet.write_text(open(config).read().replace("listings.csv", "listings.parquet"))
+    from_csv = prepare_data(load_config(config))["splits"]
+    from_parquet = prepare_data(load_config(str(parquet)))["splits"]
+    for part, (x, y) in from_csv.items():
+        np.testing.assert_array_equal(from_parquet[part][1], y)
+        for name, values in x.items():
+            np.testing.assert_array_equal(from_parquet[part][0][name], values, err_msg=name)
+
+
+def test_parquet_needs_pandas_or_pyarrow(tmp_path, monkeypatch):
+    for module in ("pandas", "pyarrow", "pyarrow.parquet"):
+        monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
     (tmp_path / "rows.parquet").write_bytes(b"PAR1")
     with pytest.raises(ValueError, match="data: reading parquet .* needs pandas or pyarrow"):
         load_config({"data": str(tmp_path / "rows.parquet"), "label": "y",

@@ -5,12 +5,20 @@ import os
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["presence_from"]
+__all__ = ["is_missing", "presence_from"]
 
 PRESENCE = "presence"
 
 
-def _is_missing_scalar(value):
+def is_missing(value):
+    """Whether one cell stands for a missing value: None, NaN, a blank
+    string, or a pandas missing value (`pandas.NA`, `NaT`).
+
+    Example:
+
+    >>> [is_missing(v) for v in (None, float("nan"), "  ", "a", 0.0)]
+    [True, True, True, False, False]
+    """
     if value is None:
         return True
     if isinstance(value, (str, bytes)):
@@ -38,14 +46,14 @@ def _column(name, values, file_root):
         present = _numeric_present(values) if values.dtype.kind == "f" else np.ones(len(values), bool)
         return _blank(values, present), present
     items = list(values)
-    if all(isinstance(v, (str, bytes)) or _is_missing_scalar(v) for v in items):
-        present = np.array([not _is_missing_scalar(v) for v in items], bool)
+    if all(isinstance(v, (str, bytes)) or is_missing(v) for v in items):
+        present = np.array([not is_missing(v) for v in items], bool)
         if file_root is not None:
             present &= np.array([p and os.path.exists(os.path.join(file_root, str(v)))
                                  for p, v in zip(present, items)], bool)
         return np.array([v if p else "" for v, p in zip(items, present)], dtype=object), present
     # One array per row (e.g. images), some rows None / NaN.
-    present = np.array([v is not None and not (np.ndim(v) == 0 and _is_missing_scalar(v))
+    present = np.array([v is not None and not (np.ndim(v) == 0 and is_missing(v))
                         for v in items], bool)
     shapes = {np.shape(v) for v, p in zip(items, present) if p}
     if len(shapes) != 1:

@@ -41,7 +41,7 @@ import sys
 
 import numpy as np
 
-from mmfusion.datasets.presence import PRESENCE, presence_from
+from mmfusion.datasets.presence import PRESENCE, is_missing, presence_from
 from mmfusion.datasets.split import split_indices
 from mmfusion.files import write_json
 
@@ -298,7 +298,7 @@ def load_config(path):
 
 def _numbers(values, column, source):
     def parse(value):
-        if value is None or (isinstance(value, str) and not value.strip()):
+        if is_missing(value):
             return np.nan
         try:
             return float(value)
@@ -329,7 +329,7 @@ def _images(paths, settings, root):
 
 def _labels(values, task, column, source):
     """`(labels array, class names or None)`."""
-    missing = [i for i, v in enumerate(values) if v is None or not str(v).strip()]
+    missing = [i for i, v in enumerate(values) if is_missing(v)]
     if missing:
         raise ValueError(f"{source}: label: column '{column}' is empty in data row(s) "
                          f"{[i + 1 for i in missing[:5]]}.")
@@ -389,8 +389,8 @@ def prepare_data(config):
             except ValueError as error:
                 raise ValueError(f"{source}: [modalities.{name}] column: {error}") from None
         else:
-            columns[name] = np.array(["" if v is None else str(v) for v in table[settings["column"]]],
-                                     dtype=object)
+            columns[name] = np.array(["" if is_missing(v) else str(v)
+                                      for v in table[settings["column"]]], dtype=object)
     clean = presence_from(columns, modalities=list(columns))
     training = config["training"]
     parts = split_indices(len(labels), training["validation"], training["test"], training["seed"],

@@ -67,12 +67,19 @@ def test_dataset_pipeline_gets_the_same_mask():
         list(presence_from(tf.data.Dataset.from_tensor_slices({"t": ["a"]})))
 
 
-def test_pandas_frame_when_installed():
+def test_pandas_frame_and_series_missing_values():
     pd = pytest.importorskip("pandas")
-    frame = pd.DataFrame({"price": [1.0, None, 3.0], "text": ["a", None, ""]})
-    out = presence_from(frame)
-    np.testing.assert_array_equal(out["presence"], [[1, 1], [0, 0], [1, 0]])
-    assert out["price"].tolist() == [1.0, 0.0, 3.0] and out["text"].tolist() == ["a", "", ""]
+    frame = pd.DataFrame({
+        "price": pd.array([1.0, None, 3.0, 4.0], dtype="Float64"),  # pandas.NA
+        "text": ["a", None, "", float("nan")],
+        "seen": pd.to_datetime(["2026-01-01", None, "2026-01-03", "2026-01-04"]),  # NaT
+    })
+    out = presence_from(frame, modalities=["price", "text"])
+    np.testing.assert_array_equal(out["presence"], [[1, 1], [0, 0], [1, 0], [1, 0]])
+    assert out["price"].dtype == np.float32 and out["price"].tolist() == [1.0, 0.0, 3.0, 4.0]
+    assert out["text"].tolist() == ["a", "", "", ""]
+    series = presence_from({"seen": frame["seen"], "text": frame["text"]})
+    np.testing.assert_array_equal(series["presence"], [[1, 1], [0, 0], [1, 0], [1, 0]])
 
 
 def test_errors_name_the_modality():
