@@ -15,7 +15,10 @@ A row is a registered layer name, optionally with constructor arguments:
 modality, their predictions combined with learned weights), the reference
 of effective robustness. With `--modality-dropout RATE` every
 fused row is trained with `ModalityDropout(RATE)` and also tested with each
-modality absent.
+modality absent; `--absent learned|imputed` then fills absent modalities
+with a learned placeholder or an imputed vector (`build_fusion_model`'s
+`absent`), and `--warmup-fraction F` raises the dropout rate from 0 over the
+first F of the training steps.
 
     python benchmarks/layer_tables.py --task easy_vqa --max-questions 10000 --epochs 3
     python benchmarks/layer_tables.py --task av_digits --epochs 12 --rows concat gan_fusion \\
@@ -50,6 +53,7 @@ from mmfusion import fusion, tasks  # noqa: E402
 from mmfusion.branches import VECTOR_TAP, tap_shapes  # noqa: E402
 from mmfusion.compose import build_fusion_model  # noqa: E402
 from mmfusion.files import write_json, write_text  # noqa: E402
+from mmfusion.fusion import ModalityDropout  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 LATE_ROW = "late"  # late fusion: per-modality heads, predictions combined with learned weights
@@ -132,9 +136,14 @@ def run_one(task, data, row, seed, args):
         sequence = fusion.get_class(name).input_rank == 3
         taps = {m: sequence_tap(b) if sequence else VECTOR_TAP for m, b in branches.items()}
     dropout = args.modality_dropout if name else 0.0
+    if dropout and args.warmup_fraction:
+        steps = int(np.ceil(len(data.splits["train"][1]) / args.batch_size)) * args.epochs
+        dropout = ModalityDropout(dropout, modalities=modalities,
+                                  warmup_steps=int(args.warmup_fraction * steps))
     model = build_fusion_model(branches, name, num_outputs=task.num_outputs, taps=taps,
                                placement=placement, units=args.units, fusion_kwargs=kwargs or None,
-                               presence=bool(dropout), modality_dropout=dropout)
+                               presence=bool(dropout), modality_dropout=dropout,
+                               absent=args.absent if dropout else "zeros")
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
@@ -196,6 +205,11 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--modality-dropout", type=float, default=0.0)
+    parser.add_argument("--absent", choices=["zeros", "learned", "imputed"], default="zeros",
+                        help="with --modality-dropout: what fusion sees of an absent modality")
+    parser.add_argument("--warmup-fraction", type=float, default=0.0,
+                        help="with --modality-dropout: share of the training steps over which "
+                             "its rate grows from 0")
     parser.add_argument("--limit", type=int, default=None,
                         help="random training and test examples kept (default: all)")
     parser.add_argument("--max-questions", type=int, default=0,
@@ -230,11 +244,17 @@ def main(argv=None):
 def run_table(args):
     """Trains the missing runs of one table, writes its JSON and markdown; returns the report."""
     task = tasks.get(args.task)
-    stem = args.task + (f"-md{args.modality_dropout:g}" if args.modality_dropout else "")
+    stem = args.task
+    if args.modality_dropout:
+        stem += f"-md{args.modality_dropout:g}"
+        stem += f"-{args.absent}" if args.absent != "zeros" else ""
+        stem += f"-warmup{args.warmup_fraction:g}" if args.warmup_fraction else ""
     output = args.output or str(RESULTS / f"{stem}.json")
     settings = {k: getattr(args, k) for k in ("task", "epochs", "units", "batch_size",
                                               "learning_rate", "modality_dropout", "limit",
                                               "max_questions")}
+    if args.modality_dropout and (args.absent != "zeros" or args.warmup_fraction):
+        settings.update(absent=args.absent, warmup_fraction=args.warmup_fraction)
     report = {"settings": settings, "results": {}}
     if os.path.exists(output):
         with open(output) as f:

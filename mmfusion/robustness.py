@@ -232,13 +232,17 @@ class SweepResult:
         write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path):
-        """A `SweepResult` (without masks) from a file written by `save`."""
-        with open(path) as f:
-            data = json.load(f)
+    def from_dict(cls, data):
+        """A `SweepResult` (without masks) from `to_dict()`'s data."""
         return cls(data["modalities"], data["train_rates"], data["test_rates"],
                    [tuple(p) for p in data["patterns"]], np.array(data["by_rate"]),
                    np.array(data["by_pattern"]), data["metric"])
+
+    @classmethod
+    def load(cls, path):
+        """A `SweepResult` (without masks) from a file written by `save`."""
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
 
     def plot(self, path=None, title=None):
         """A figure: score vs. test-time missing rate (a line per training rate)

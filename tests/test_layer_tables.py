@@ -4,12 +4,15 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import layer_tables  # noqa: E402
 
 from mmfusion import tasks  # noqa: E402
 from mmfusion.compose import build_fusion_model  # noqa: E402
+from mmfusion.fusion import ModalityDropout  # noqa: E402
 
 
 def test_presets_expand_to_one_argument_list_per_table():
@@ -53,3 +56,26 @@ def test_the_late_row_is_late_fusion_and_is_tested_with_each_modality_absent(tmp
     late = build_fusion_model(task.branches(task.data(seed=0)), "weighted", placement="late",
                               num_outputs=task.num_outputs, presence=True, modality_dropout=0.5)
     assert run["parameters"] == late.count_params()
+
+
+def test_absent_option_and_warmup_are_built_and_recorded(tmp_path):
+    output = tmp_path / "learned.json"
+    argv = ["--task", "synthetic", "--rows", "concat", "--seeds", "0", "--epochs", "2",
+            "--modality-dropout", "0.5", "--absent", "learned", "--warmup-fraction", "0.5",
+            "--output", str(output)]
+    (run,) = layer_tables.main(argv)["results"]["concat"]
+    assert run["test_accuracy"]["all"] > 0.9
+    task = tasks.get("synthetic")
+    branches = task.branches(task.data(seed=0))
+    warmup = ModalityDropout(0.5, warmup_steps=10)
+    learned = build_fusion_model(branches, "concat", num_outputs=task.num_outputs, units=64,
+                                 presence=True, modality_dropout=warmup, absent="learned")
+    zeros = build_fusion_model(branches, "concat", num_outputs=task.num_outputs, units=64,
+                               presence=True, modality_dropout=0.5)
+    # One trained placeholder per fused vector tap, and the warm-up's step counter.
+    assert run["parameters"] == learned.count_params() > zeros.count_params() + 1
+    assert len(warmup.weights) == 1
+    settings = json.loads(output.read_text())["settings"]
+    assert (settings["absent"], settings["warmup_fraction"]) == ("learned", 0.5)
+    with pytest.raises(SystemExit):
+        layer_tables.build_parser().parse_args(["--absent", "nothing"])
