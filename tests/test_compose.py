@@ -345,6 +345,32 @@ def test_impute_absent_layer_by_numpy():
     assert not layer.losses  # no loss at inference
 
 
+def test_reconstruction_loss_trains_the_imputer_only():
+    """Its gradient reaches the imputation MLP, never the taps (the branches):
+    with the sources' gradient, end-to-end branches were pulled toward
+    predicting one another (av_digits GMU, all modalities present: 0.676 vs
+    0.750 with zeros, 5 seeds)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    tap = tf.Variable(rng.normal(size=(6, 3)).astype("float32"))
+    source = tf.Variable(rng.normal(size=(6, 2)).astype("float32"))
+    presence = np.array([[1, 1], [0, 1], [1, 1], [1, 0], [0, 1], [1, 1]], "float32")
+    layer = ImputeAbsent(0, [1], units=4)
+    with tf.GradientTape() as tape:
+        layer(tap, sources=[source], presence=presence, training=True)
+        (loss,) = layer.losses
+    gradients = tape.gradient(loss, [tap, source] + layer.trainable_weights)
+    assert gradients[0] is None and gradients[1] is None
+    assert all(float(tf.reduce_sum(tf.abs(g))) > 0 for g in gradients[2:])
+    with tf.GradientTape() as tape:  # the imputed rows still pass the task's gradient on
+        out = layer(tap, sources=[source], presence=presence, training=True)
+        total = tf.reduce_sum(out)
+    grad = tape.gradient(total, source).numpy()
+    imputed_rows = presence[:, 0] == 0
+    assert np.abs(grad[imputed_rows]).sum() > 0 and np.abs(grad[~imputed_rows]).sum() == 0
+
+
 def test_imputed_absence_trains_its_reconstruction_and_reloads(tmp_path):
     x, y = half_image_absent(placeholder=np.nan)
     keras.utils.set_random_seed(0)
