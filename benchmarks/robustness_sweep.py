@@ -143,13 +143,16 @@ def plot(report, path):
             continue
         mean, half = summarize(runs)["by_rate"]
         for i, train_rate in enumerate(settings["train_rates"]):
+            label = name if len(settings["train_rates"]) == 1 else \
+                f"{name}, training data missing rate {train_rate:g}"
             line, = ax.plot(rates, mean[i], marker="o", linestyle="-" if i == 0 else "--",
-                            label=f"{name}, trained at {train_rate:g}")
+                            label=label)
             ax.fill_between(rates, np.clip(mean[i] - half[i], 0, 1),
                             np.clip(mean[i] + half[i], 0, 1), alpha=0.12, color=line.get_color())
+    seeds = len(next(iter(report["results"].values())))
     ax.set(xlabel="test-time missing rate", ylabel="test accuracy",
-           title=f"{settings['task']}: {settings['fusion']} by absence option "
-                 f"({len(next(iter(report['results'].values())))} seeds, 95 % bands)")
+           title=f"{settings['task']}: {settings['fusion']} by absence option, trained with "
+                 f"ModalityDropout({settings['dropout']:g})\n{seeds} seeds, mean and 95 % band")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
