@@ -18,8 +18,11 @@ def make_dataset(inputs, labels=None, batch_size=32, shuffle=False, seed=0, cach
                  text_vectorizers=None):
     """A batched, prefetched `tf.data.Dataset` of `(inputs_dict, labels)`.
 
-    Order: slices -> `cache()` -> `shuffle` (reshuffled every epoch) ->
-    `batch` -> text vectorization (per batch) -> `prefetch(AUTOTUNE)`.
+    Order: slices -> text vectorization (per example) -> `cache()` ->
+    `shuffle` (reshuffled every epoch) -> `batch` -> `prefetch(AUTOTUNE)`.
+    Token ids are computed once and cached, and `batch` is the last
+    batch-changing step, so a multi-process `keras.distribution` fit can read
+    the global batch size (it cannot through a `map` after `batch`).
 
     Args:
         inputs: dict name -> array with the examples on axis 0 (strings for
@@ -31,7 +34,7 @@ def make_dataset(inputs, labels=None, batch_size=32, shuffle=False, seed=0, cach
         cache: cache the examples in memory after the first epoch.
         text_vectorizers: optional dict name -> callable (e.g. the
             `TextPreprocessor` from `mmfusion.branches.text_vectorizer`)
-            mapping that input's batch of strings to token ids. It runs in
+            mapping that input's strings (one example's) to token ids. It runs in
             the `tf.data` graph, so it must use TensorFlow ops on every
             backend (`TextPreprocessor` does; a `TextVectorization` with a
             Python `standardize` function fails on JAX and PyTorch).
@@ -47,19 +50,18 @@ def make_dataset(inputs, labels=None, batch_size=32, shuffle=False, seed=0, cach
     """
     features = {k: _tensor(v) for k, v in inputs.items()}
     ds = tf.data.Dataset.from_tensor_slices(features if labels is None else (features, labels))
-    if cache:
-        ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(len(next(iter(inputs.values()))), seed=seed,
-                        reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
     if text_vectorizers:
         def vectorize(x, *y):
             x = {k: text_vectorizers[k](v) if k in text_vectorizers else v for k, v in x.items()}
             return (x, *y) if y else x
 
-        ds = ds.map(vectorize, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+        ds = ds.map(vectorize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache()
+    if shuffle:
+        ds = ds.shuffle(len(next(iter(inputs.values()))), seed=seed,
+                        reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def wav_dataset(filenames, length, cache=True):

@@ -22,6 +22,10 @@ process and the data as a `tf.data.Dataset`, which Keras shards per process.
 `tf.distribute.MultiWorkerMirroredStrategy` does not work with Keras 3 `fit`
 (keras-team/keras#20585), so it is not offered.
 
+`--text` adds a third modality, a short description per example, tokenized
+in the `tf.data` pipeline (`text_vectorizer`, TensorFlow ops on every
+backend) and read by an LSTM branch.
+
 The last line printed is JSON: `{"strategy": ..., "losses": [...]}`.
 """
 
@@ -44,6 +48,8 @@ def parse_args(argv):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--text", action="store_true",
+                        help="add a text modality tokenized in the tf.data pipeline")
     return parser.parse_args(argv)
 
 
@@ -72,8 +78,36 @@ def setup_distribution(args):
     return contextlib.nullcontext()
 
 
-def build_model(seed):
-    """GMU fusion of two tabular branches for the GMU synthetic task, compiled (SGD).
+TEXT, WORDS, FILLER = "description", ("no", "yes"), ("the", "a", "new", "item", "one")
+TEXT_LENGTH = 4
+
+
+def descriptions(labels, seed):
+    """One short description per label: filler words and the label's word,
+    the other label's word instead in a quarter of the rows.
+
+    >>> descriptions([0, 1], seed=0).tolist()
+    ['new a no', 'the the yes']
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label in labels:
+        word = WORDS[label] if rng.random() < 0.75 else WORDS[1 - label]
+        rows.append(" ".join([*rng.choice(FILLER, 2), word]))
+    return np.array(rows, dtype=object)
+
+
+def text_vectorizer_for_recipe():
+    from mmfusion.branches import text_vectorizer
+
+    return text_vectorizer(vocabulary=list(WORDS + FILLER), sequence_length=TEXT_LENGTH)
+
+
+def build_model(seed, text=False):
+    """GMU fusion of two tabular branches for the GMU synthetic task (and,
+    with `text`, an LSTM branch over token ids), compiled (SGD).
 
     Example:
 
@@ -82,12 +116,16 @@ def build_model(seed):
     """
     import keras
 
-    from mmfusion.branches import tabular_mlp
+    from mmfusion.branches import tabular_mlp, text_lstm
     from mmfusion.compose import build_fusion_model
     from mmfusion.datasets.synthetic import MODALITIES
 
     keras.utils.set_random_seed(seed)
     branches = {m: tabular_mlp(2, units=(16,), name=m) for m in MODALITIES}
+    if text:
+        branches[TEXT] = text_lstm(text_vectorizer_for_recipe().vocabulary_size(),
+                                   sequence_length=TEXT_LENGTH, embedding_dim=4, units=(8,),
+                                   bidirectional=False, name=TEXT)
     model = build_fusion_model(branches, "gmu", num_outputs=2, units=16, head_units=(16,))
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     return model
@@ -103,15 +141,19 @@ def main(argv=None):
     """
     args = parse_args(argv)
     scope = setup_distribution(args)
-    import tensorflow as tf
-
+    from mmfusion.datasets.pipelines import make_dataset
     from mmfusion.datasets.synthetic import make_gmu_task
 
     data = make_gmu_task(n_samples=1024, seed=args.seed)
-    dataset = tf.data.Dataset.from_tensor_slices((data.inputs, data.labels)).batch(args.batch_size)
+    inputs, vectorizers = dict(data.inputs), None
+    if args.text:
+        inputs[TEXT] = descriptions(data.labels, args.seed)
+        vectorizers = {TEXT: text_vectorizer_for_recipe()}
+    dataset = make_dataset(inputs, data.labels, batch_size=args.batch_size,
+                           text_vectorizers=vectorizers)
     with scope:
-        model = build_model(args.seed)
-    history = model.fit(dataset, epochs=args.epochs, verbose=0)
+        model = build_model(args.seed, text=args.text)
+    history = model.fit(dataset, epochs=args.epochs, shuffle=False, verbose=0)
     print(json.dumps({"strategy": args.strategy, "process_id": args.process_id,
                       "losses": [float(v) for v in history.history["loss"]]}))
 
