@@ -78,11 +78,16 @@ def search_parser(task):
     parser = argparse.ArgumentParser(
         prog=f"mmfusion search {task}", formatter_class=_FORMAT,
         description=f"Fusion architecture search on {task}: which taps, fusion layers and depth.")
-    parser.add_argument("--oracle", default="mfas", choices=ORACLES, help="search strategy")
-    parser.add_argument("--trials", type=int, default=10, help="number of trials")
+    parser.add_argument("--oracle", default="mfas", choices=ORACLES,
+                        help="search strategy (oneshot: a supernet trained once, its "
+                             "discretized pick retrained)")
+    parser.add_argument("--trials", type=int, default=10,
+                        help="number of trials (oneshot: not used, one retraining)")
     parser.add_argument("--directory", default="mmfusion-search",
                         help="search folder (resumed unless --overwrite)")
     parser.add_argument("--epochs", type=int, default=5, help="training epochs per trial")
+    parser.add_argument("--supernet-epochs", type=int, default=10,
+                        help="supernet epochs (oneshot only)")
     parser.add_argument("--fusions", default=",".join(DEFAULT_FUSIONS),
                         help="comma-separated candidate fusion layers (mmfusion list)")
     parser.add_argument("--pretrain-epochs", type=int, default=10,
@@ -126,7 +131,8 @@ def _search(args):
                    max_layers=options.max_layers, seed=options.seed,
                    pretrain_epochs=options.pretrain_epochs, overwrite=options.overwrite,
                    callbacks=callbacks, fusions=fusions,
-                   candidates_per_step=options.candidates_per_step)
+                   candidates_per_step=options.candidates_per_step,
+                   supernet_epochs=options.supernet_epochs)
     except SettingsMismatchError as error:
         parser.error(str(error))
 

@@ -2,8 +2,9 @@
 
 `load_task` gives a task's branches and splits; `prepare` pretrains and
 freezes the branches (weights kept in the search folder) and caches their
-tap features; `make_tuner` builds an MFAS, random or Bayesian tuner over a
-`FusionHyperModel` on those features; `run_search` does all of it, searches,
+tap features; `make_tuner` builds an MFAS, random, Bayesian or one-shot
+(retraining a supernet's pick) tuner over a `FusionHyperModel` on those
+features; `run_search` does all of it, searches,
 and exports the best fusion network on the real branches as a `.keras` model.
 """
 
@@ -22,11 +23,12 @@ from mmfusion.search.features import (FeatureCache, feature_branches, pack, pret
                                       transfer_weights)
 from mmfusion.search.baselines import BayesianOptimizationOracle, RandomSearchOracle
 from mmfusion.search.hypermodel import FusionHyperModel, FusionTuner
+from mmfusion.search.oneshot import ArchitectureOracle, search_oneshot
 from mmfusion.search.oracle import MFASOracle
 from mmfusion.files import write_json
 from mmfusion.search.state import load_weights, read_json, save_weights
 
-ORACLES = ("mfas", "random", "bayesian")
+ORACLES = ("mfas", "random", "bayesian", "oneshot")
 DEFAULT_FUSIONS = ("concat", "gmu", "lmf", "mfb")
 
 __all__ = ["Prepared", "Task", "check_settings", "load_task", "make_oracle", "make_tuner",
@@ -253,8 +255,10 @@ def check_settings(path, settings, overwrite=False):
 
 
 def make_tuner(oracle, hypermodel, max_trials, directory, project_name="search", seed=0,
-               overwrite=False, objective="val_accuracy", report=None, candidates_per_step=1):
-    """A `FusionTuner` with an MFAS, random-search or Bayesian-optimization oracle.
+               overwrite=False, objective="val_accuracy", report=None, candidates_per_step=1,
+               architectures=None):
+    """A `FusionTuner` with an MFAS, random-search, Bayesian-optimization or
+    one-shot oracle (`architectures`: see `make_oracle`).
 
     Every oracle takes `seed` as a seed (0 included: identical runs propose
     identical trials). MFAS sizes its steps from the budget (see
@@ -274,13 +278,18 @@ def make_tuner(oracle, hypermodel, max_trials, directory, project_name="search",
     """
     common = dict(directory=directory, project_name=project_name, overwrite=overwrite,
                   report=report, candidates_per_step=candidates_per_step)
-    instance = make_oracle(oracle, hypermodel.space, max_trials, seed=seed, objective=objective)
+    instance = make_oracle(oracle, hypermodel.space, max_trials, seed=seed, objective=objective,
+                           architectures=architectures)
     return FusionTuner(instance, hypermodel, **common)
 
 
-def make_oracle(oracle, space, max_trials, seed=0, objective="val_accuracy"):
-    """An `MFASOracle`, or a seeded, crash-safe random-search or
-    Bayesian-optimization oracle (`mmfusion.search.baselines`).
+def make_oracle(oracle, space, max_trials, seed=0, objective="val_accuracy",
+                architectures=None):
+    """An `MFASOracle`, a seeded, crash-safe random-search or
+    Bayesian-optimization oracle (`mmfusion.search.baselines`), or for
+    `"oneshot"` an `mmfusion.search.oneshot.ArchitectureOracle` retraining
+    `architectures` (the discretized supernet of `search_oneshot`; then
+    `max_trials` is their number).
 
     Example:
 
@@ -291,6 +300,12 @@ def make_oracle(oracle, space, max_trials, seed=0, objective="val_accuracy"):
     """
     if oracle == "mfas":
         return MFASOracle(space, objective=objective, max_trials=max_trials, seed=seed)
+    if oracle == "oneshot":
+        if not architectures:
+            raise ValueError("make_oracle: 'oneshot' retrains the architectures a supernet "
+                             "picked; train one first (mmfusion.search.oneshot.search_oneshot) "
+                             "and pass architectures=[its architecture].")
+        return ArchitectureOracle(space, architectures, objective=objective, seed=seed)
     oracles = {"random": RandomSearchOracle, "bayesian": BayesianOptimizationOracle}
     if oracle not in oracles:
         raise ValueError(f"Unknown oracle '{oracle}'; available: {', '.join(ORACLES)}.")
@@ -300,7 +315,7 @@ def make_oracle(oracle, space, max_trials, seed=0, objective="val_accuracy"):
 def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epochs=5,
                batch_size=64, fusions=DEFAULT_FUSIONS, max_layers=2, seed=0,
                pretrain_epochs=10, overwrite=False, callbacks=None, units=(64,),
-               learning_rates=(1e-3,), candidates_per_step=1, verbose=1):
+               learning_rates=(1e-3,), candidates_per_step=1, supernet_epochs=10, verbose=1):
     """Searches a fusion architecture on cached features and exports the best model.
 
     Branches are pretrained on one part of the training split, candidates
@@ -309,8 +324,13 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
 
     Args:
         task: a task name (see `load_task`) or a `Task`.
-        oracle: `"mfas"`, `"random"` or `"bayesian"`.
-        trials: number of trials.
+        oracle: `"mfas"`, `"random"`, `"bayesian"` or `"oneshot"`: a
+            supernet over the space trained once on the cached features
+            (`supernet_epochs`, `mmfusion.search.oneshot.search_oneshot`, with
+            the first `units` and `learning_rates`; its files in
+            `directory/oneshot-supernet/`), discretized, and the pick
+            retrained as one trial (`epochs`).
+        trials: number of trials (not used by `"oneshot"`: one retraining).
         directory: folder of the search (branches, features, trials, best model).
         epochs: training epochs of each trial.
         batch_size: batch size of each trial.
@@ -328,13 +348,15 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
         candidates_per_step: how many trials train together in one compiled
             model (`mmfusion.search.joint`; each as it would alone); 1 trains
             one at a time (needed for `callbacks`).
+        supernet_epochs: supernet epochs of `"oneshot"`.
         verbose: 0 silent; 1 progress (pretraining, features, one line per
             trial with elapsed time and ETA) and a summary.
 
     Returns:
         A dict: `architecture` (readable), `values` (best hyperparameters),
         `validation_accuracy`, `test_accuracy` (of the exported model on the
-        real branches) and `model_path`.
+        real branches) and `model_path`; with `"oneshot"` also `supernet`
+        (what `search_oneshot` returns, its cost included).
 
     Example (two quick trials on a small task of your own, see `Task`):
 
@@ -356,20 +378,33 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
     """
     task = load_task(task, seed) if isinstance(task, str) else task
     report = print if verbose else None
-    check_settings(os.path.join(directory, f"{oracle}-settings.json"), {
+    settings = {
         "prepared": _prepared_key(task, pretrain_epochs, seed, 0.5)[1], "oracle": oracle,
         "trials": int(trials), "epochs": int(epochs),
         "batch_size": int(batch_size), "fusions": list(fusions), "max_layers": int(max_layers),
-        "seed": int(seed), "units": list(units), "learning_rates": list(learning_rates)},
-        overwrite=overwrite)
+        "seed": int(seed), "units": list(units), "learning_rates": list(learning_rates)}
+    if oracle == "oneshot":
+        settings.pop("trials")
+        settings["supernet_epochs"] = int(supernet_epochs)
+    check_settings(os.path.join(directory, f"{oracle}-settings.json"), settings,
+                   overwrite=overwrite)
     prepared = prepare(task, directory, pretrain_epochs, seed=seed, report=report)
     features, labels = prepared.features, prepared.labels
     hypermodel = FusionHyperModel(feature_branches(features["train"]), task.num_classes,
                                   fusions=fusions, max_layers=max_layers, units=units,
                                   learning_rates=learning_rates, fit_verbose=0)
+    supernet = None
+    if oracle == "oneshot":
+        supernet = search_oneshot(hypermodel.space, features["train"], labels["train"],
+                                  task.num_classes, os.path.join(directory, "oneshot-supernet"),
+                                  epochs=supernet_epochs, units=units[0],
+                                  head_units=hypermodel.head_units, batch_size=batch_size,
+                                  learning_rate=learning_rates[0], seed=seed,
+                                  overwrite=overwrite, report=report)
     tuner = make_tuner(oracle, hypermodel, trials, directory, project_name=oracle,
                        seed=seed, overwrite=overwrite, report=report,
-                       candidates_per_step=candidates_per_step)
+                       candidates_per_step=candidates_per_step,
+                       architectures=supernet and [supernet["architecture"]])
     tuner.search(pack(features["train"]), labels["train"], epochs=epochs,
                  batch_size=batch_size, callbacks=list(callbacks or []), verbose=0,
                  validation_data=(pack(features["validation"]), labels["validation"]))
@@ -390,6 +425,8 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
                                               return_dict=True)["accuracy"]),
         "model_path": path,
     }
+    if supernet is not None:
+        result["supernet"] = supernet
     if verbose:
         print(f"best architecture: {result['architecture']}")
         print(f"units={best_hp['units']} learning_rate={best_hp['learning_rate']} "
