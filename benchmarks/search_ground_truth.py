@@ -18,6 +18,20 @@
    it took to reach the ground truth's top 5 % (by validation accuracy).
 4. Prints a table of means with 95 % confidence intervals (Student t over
    seeds) and writes `results.json`.
+
+One-shot strategy (`--oneshot`), against the ground truth of an earlier run
+(loaded from `--ground-truth`, not recomputed):
+
+    python benchmarks/search_ground_truth.py --data-dir ../shared/data --oneshot
+        [--ground-truth benchmarks/search_ground_truth_results.json] [--supernet-epochs 10]
+
+prepares the task as above (same seed and settings), then for every seed
+trains the one-layer supernet of `mmfusion.search.oneshot` on the cached
+training features, looks its discretized pick up in the ground truth, and
+prints the pick's validation and test accuracy, ground-truth percentile and
+cost (supernet candidate-epochs + the pick's `--epochs` retraining, and the
+supernet's CPU seconds) next to the trial budgets (a trial = `--epochs`
+candidate-epochs); writes `oneshot.json` in `--output`.
 """
 
 import argparse
@@ -35,6 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mmfusion.search.features import feature_branches, pack  # noqa: E402
 from mmfusion.search.hypermodel import FusionHyperModel, FusionTuner  # noqa: E402
+from mmfusion.search.oneshot import search_oneshot  # noqa: E402
 from mmfusion.search.run import DEFAULT_FUSIONS, load_task, make_oracle, prepare  # noqa: E402
 from mmfusion.search.space import architecture_key  # noqa: E402
 from mmfusion.files import write_json  # noqa: E402
@@ -119,6 +134,46 @@ def interval(values):
     return float(values.mean()), float(half)
 
 
+def oneshot(prepared, hypermodel, table, args):
+    """Supernet picks over seeds, looked up in `table`; prints and writes the table."""
+    runs = []
+    for seed in args.seeds:
+        with tempfile.TemporaryDirectory() as directory:
+            record = search_oneshot(hypermodel.space, prepared.features["train"],
+                                    prepared.labels["train"], hypermodel.num_classes, directory,
+                                    epochs=args.supernet_epochs, units=64, learning_rate=1e-3,
+                                    seed=seed)
+        summary = summarize(table, [record["key"]])
+        runs.append({"seed": seed, "architecture": record["key"],
+                     "probabilities": record["probabilities"],
+                     "candidate_epochs": record["candidate_epochs"] + args.epochs,
+                     "cpu_seconds": record["cpu_seconds"], "wall_seconds": record["wall_seconds"],
+                     **{k: summary[k] for k in ("pick_validation", "pick_test",
+                                                "pick_percentile")}})
+        print(json.dumps({k: v for k, v in runs[-1].items() if k != "probabilities"}),
+              flush=True)
+    cells = []
+    for field in ("pick_validation", "pick_test", "pick_percentile", "cpu_seconds"):
+        mean, half = interval([r[field] for r in runs])
+        digits = 3 if field.startswith("pick_v") or field == "pick_test" else 1
+        cells.append(f"{mean:.{digits}f} ± {half:.{digits}f}")
+    top5 = np.quantile([v["validation"] for v in table.values()], 0.95)
+    reached = sum(r["pick_validation"] >= top5 for r in runs)
+    picks = len({r["architecture"] for r in runs})
+    lines = ["| strategy | seeds | pick validation | pick test | pick GT percentile | "
+             "pick in GT top 5 % | distinct picks | candidate-epochs | supernet CPU s |",
+             "|---|---|---|---|---|---|---|---|---|",
+             f"| oneshot ({args.supernet_epochs} supernet epochs) | {len(runs)} | {cells[0]} | "
+             f"{cells[1]} | {cells[2]} | {reached}/{len(runs)} | {picks} | "
+             f"{runs[0]['candidate_epochs']} | {cells[3]} |"]
+    for budget in args.budgets:
+        lines.append(f"| trials (budget {budget}) | | | | | | | {budget * args.epochs} | |")
+    print("\n".join(lines))
+    write_json(os.path.join(args.output, "oneshot.json"),
+               {"task": args.task, "epochs": args.epochs, "supernet_epochs": args.supernet_epochs,
+                "ground_truth": args.ground_truth, "runs": runs, "table": "\n".join(lines)})
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="av_digits")
@@ -130,6 +185,11 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--oracles", nargs="+", default=list(ORACLES))
     parser.add_argument("--output", default=os.path.join("runs", "search_ground_truth"))
+    parser.add_argument("--oneshot", action="store_true",
+                        help="run the one-shot strategy against --ground-truth instead")
+    parser.add_argument("--ground-truth", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "search_ground_truth_results.json"))
+    parser.add_argument("--supernet-epochs", type=int, default=10)
     args = parser.parse_args(argv)
     os.makedirs(args.output, exist_ok=True)
     task = load_task(args.task, seed=0, data_dir=args.data_dir)
@@ -137,6 +197,12 @@ def main(argv=None):
     hypermodel = FusionHyperModel(feature_branches(prepared.features["train"]), task.num_classes,
                                   fusions=args.fusions, max_layers=1, units=(64,),
                                   learning_rates=(1e-3,), fit_verbose=0)
+    if args.oneshot:
+        table = read_json(args.ground_truth)["ground_truth"]
+        if set(table) != {architecture_key([o]) for o in hypermodel.space.layer_options(1)}:
+            raise ValueError(f"{args.ground_truth} is not the ground truth of this space.")
+        oneshot(prepared, hypermodel, table, args)
+        return
     table = ground_truth(prepared, hypermodel, args.epochs,
                          os.path.join(args.output, "ground_truth.json"))
     validation = np.array([v["validation"] for v in table.values()])

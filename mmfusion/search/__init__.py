@@ -9,6 +9,10 @@
   running it with any oracle (progress lines, crash-safe state).
 - `baselines.py`: random search and Bayesian optimization with seeds that
   are seeds (0 included) and a budget-sized Bayesian start.
+- `oneshot.py`: one-shot search (DARTS / BM-NAS style): `FusionSupernet`
+  mixes every architecture of the space by softmax architecture weights,
+  trained once on cached features; its argmax pick is retrained by an
+  `ArchitectureOracle` (`run_search(..., oracle="oneshot")`).
 - `state.py`: atomic writes and validated reads of every search file.
 - `features.py`: frozen, pretrained branches whose tap outputs are cached on
   disk, so each trial only trains the fusion network (as MFAS does).
