@@ -34,7 +34,7 @@ test). Both steps run in the same batch of one `fit`: the network-weight
 loss sees the architecture weights through `stop_gradient`, and the
 architecture loss runs the supernet inside a `keras.StatelessScope` mapping
 every network weight to its `stop_gradient`, so each loss only moves its own
-parameters (any backend). One Adam optimizer updates both: the architecture
+parameters (no custom `train_step`: tested on TensorFlow, JAX and PyTorch). One Adam optimizer updates both: the architecture
 logits are parameterized as `(architecture_learning_rate / learning_rate) *
 theta`, and Adam's step does not depend on the gradient's scale, so they move
 at `architecture_learning_rate` per step.

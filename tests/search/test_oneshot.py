@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mmfusion.branches import tabular_mlp
+from mmfusion.cli import search_parser
 from mmfusion.compose import build_fusion_model
 from mmfusion.search import FusionSpace
 from mmfusion.search.features import feature_branches, pack
@@ -100,16 +101,17 @@ def _task(n=96, seed=0):
                 {"train": (x, y), "validation": (x, y), "test": (x, y)}, num_classes=2)
 
 
+@pytest.mark.slow
 def test_run_search_oneshot_exports_resumes_and_checks_settings(tmp_path, capsys):
     directory = str(tmp_path)
     common = dict(oracle="oneshot", directory=directory, epochs=2, fusions=["concat", "gmu"],
-                  max_layers=2, pretrain_epochs=1, supernet_epochs=2, verbose=1)
+                  max_layers=1, pretrain_epochs=1, supernet_epochs=2, verbose=1)
     result = run_search(_task(), **common)
     out = capsys.readouterr().out
     assert "supernet: done in" in out and out.count("trial 1/1") == 1
     supernet = result["supernet"]
     space = FusionSpace({"a": ["dense_1", "vector"], "b": ["dense_1", "vector"]},
-                        fusions=["concat", "gmu"], max_layers=2)
+                        fusions=["concat", "gmu"], max_layers=1)
     assert supernet["candidate_epochs"] == 2 * candidate_ops(space)
     assert space.architecture(result["values"]) == supernet["architecture"]
     assert result["architecture"] == space.describe(supernet["architecture"])
@@ -153,3 +155,9 @@ def test_architecture_oracle_state_round_trips(tmp_path):
     assert other.architectures == [[["h1", "h1", "gmu", "relu"]]]
     with pytest.raises(ValueError, match="train one first"):
         make_oracle("oneshot", SPACE, 1)
+
+
+def test_search_command_takes_the_oneshot_oracle():
+    options = search_parser("synthetic").parse_args(["--oracle", "oneshot",
+                                                     "--supernet-epochs", "3"])
+    assert (options.oracle, options.supernet_epochs) == ("oneshot", 3)
