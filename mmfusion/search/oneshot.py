@@ -119,7 +119,7 @@ class FusionSupernet(keras.Model):
     ...                     max_layers=1)
     >>> supernet = FusionSupernet(space, {"a": {"h": 3, "vector": 2}, "b": {"vector": 4}}, 2,
     ...                           units=8)
-    >>> supernet({"a": np.ones((5, 5)), "b": np.ones((5, 4))}).shape
+    >>> tuple(supernet({"a": np.ones((5, 5)), "b": np.ones((5, 4))}).shape)
     (5, 2)
     >>> supernet.select([["vector", "vector", "concat", "tanh"]])
     >>> supernet.architecture()
