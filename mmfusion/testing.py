@@ -323,31 +323,32 @@ def check_mixed_precision(case, policies=POLICIES):
     float64 is skipped on JAX unless `jax_enable_x64` is set."""
     xs = case.inputs()
     presence = case.presence_pattern()
-    # One model around the layer per policy, run eagerly except on JAX, where
-    # eager ops compile one by one for every new dtype (2-3x the CPU time of
-    # one compiled function; TensorFlow and PyTorch run eager ops directly).
+    # One model per policy outputs the layer's own output (no Flatten, which
+    # would cast) without and with presence. It runs eagerly except on JAX,
+    # where eager ops compile one by one for every new dtype (about twice the
+    # CPU time of compiling the model's functions).
     eager = keras.backend.backend() != "jax"
     for policy in filter(_float64_available, policies):
         layer = case.make(dtype=policy)
         compute = keras.DTypePolicy(policy).compute_dtype
         tensors = [keras.Input(shape=x.shape[1:]) for x in xs]
-        plain = keras.Model(tensors, layer(tensors))  # no presence, no Flatten (which casts)
+        plain = layer(tensors)
         # `_flatten_layers` is how Keras itself lists sublayers (no public API).
         wrong = sorted(f"{sub.name} ({sub.compute_dtype})" for sub in layer._flatten_layers()
                        if sub.compute_dtype != compute)
         if wrong:
             _fail(case, f"under {policy} these sublayers compute in another dtype: {wrong}.")
-        plain.compile(run_eagerly=eager)
-        out = plain.predict(xs, verbose=0)
+        present = keras.Input(shape=(case.n,))
+        model = keras.Model(tensors + [present], [plain, layer(tensors, presence=present)])
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", run_eagerly=eager)
+        feeds = xs + [presence]
+        out, with_absent = model.predict(feeds, verbose=0)
         if keras.backend.standardize_dtype(out.dtype) != compute:
             _fail(case, f"under {policy} the output is {out.dtype}, expected {compute}.")
         _assert_finite(case, out, f"the output under {policy}")
-        model = _symbolic_model(case, layer)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", run_eagerly=eager)
-        _assert_finite(case, model.predict(xs + [presence], verbose=0),
-                       f"the output under {policy} with absent modalities")
-        target = np.zeros((case.batch,) + tuple(model.output.shape[1:]), "float32")
-        history = model.fit(xs + [presence], target, batch_size=case.batch, epochs=1, verbose=0)
+        _assert_finite(case, with_absent, f"the output under {policy} with absent modalities")
+        targets = [np.zeros(out.shape, "float32"), np.zeros(with_absent.shape, "float32")]
+        history = model.fit(feeds, targets, batch_size=case.batch, epochs=1, verbose=0)
         if not np.isfinite(history.history["loss"][-1]):
             _fail(case, f"one fit step under {policy} has loss {history.history['loss'][-1]}.")
 
