@@ -324,9 +324,9 @@ def check_mixed_precision(case, policies=POLICIES):
     xs = case.inputs()
     presence = case.presence_pattern()
     # One model per policy outputs the layer's own output (no Flatten, which
-    # would cast) without and with presence. It runs eagerly except on JAX,
-    # where eager ops compile one by one for every new dtype (about twice the
-    # CPU time of compiling the model's functions).
+    # would cast) without and with presence. It is called and fit eagerly
+    # except on JAX, where eager ops compile one by one for every new dtype
+    # (about twice the CPU time of compiling the model's functions).
     eager = keras.backend.backend() != "jax"
     for policy in filter(_float64_available, policies):
         layer = case.make(dtype=policy)
@@ -342,12 +342,13 @@ def check_mixed_precision(case, policies=POLICIES):
         model = keras.Model(tensors + [present], [plain, layer(tensors, presence=present)])
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", run_eagerly=eager)
         feeds = xs + [presence]
-        out, with_absent = model.predict(feeds, verbose=0)
+        out, with_absent = model(feeds) if eager else model.predict(feeds, verbose=0)
         if keras.backend.standardize_dtype(out.dtype) != compute:
             _fail(case, f"under {policy} the output is {out.dtype}, expected {compute}.")
         _assert_finite(case, out, f"the output under {policy}")
         _assert_finite(case, with_absent, f"the output under {policy} with absent modalities")
-        targets = [np.zeros(out.shape, "float32"), np.zeros(with_absent.shape, "float32")]
+        targets = [np.zeros(tuple(out.shape), "float32"),
+                   np.zeros(tuple(with_absent.shape), "float32")]
         history = model.fit(feeds, targets, batch_size=case.batch, epochs=1, verbose=0)
         if not np.isfinite(history.history["loss"][-1]):
             _fail(case, f"one fit step under {policy} has loss {history.history['loss'][-1]}.")
