@@ -61,7 +61,7 @@ def test_mmfusion_imports_no_top_level_recipes():
     (["train", "synthetic", "--placement", "late", "--fusion", "nope"], "concat, "),
     (["train", "synthetic", "--placement", "middle"], "available: early, intermediate, late"),
     (["search", "synthetic", "--oracle", "nope"], "invalid choice: 'nope' (choose from 'mfas', "
-                                                  "'random', 'bayesian')"),
+                                                  "'random', 'bayesian', 'oneshot')"),
     (["search", "synthetic", "--fusions", "concat,nope"], "unknown fusion layer(s) nope; "
                                                           "available: attention_pooling"),
     (["list", "layers"], "invalid choice: 'layers' (choose from 'fusions', 'tasks')"),
