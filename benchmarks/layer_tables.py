@@ -30,7 +30,7 @@ The published tables (every row, seeds 0-2, the settings of `PRESETS`)
 come from one command, `python benchmarks/layer_tables.py --preset all`
 (or `--preset easy_vqa` for one of them).
 
-The raw results go to `benchmarks/results/TASK[-mdRATE].json` (written
+The raw results go to `benchmarks/results/TASK[-mdRATE[-ABSENT][-warmupF]].json` (written
 atomically after every run; a rerun with the same settings resumes) and the
 table to the `.md` file beside it.
 """
