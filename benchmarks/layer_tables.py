@@ -84,6 +84,16 @@ def confidence_interval(values):
     return float(values.mean()), float(half)
 
 
+def warmup_steps(fraction, n_train, batch_size, epochs):
+    """The first `fraction` of the training steps of `epochs` epochs over
+    `n_train` examples (the span of a `ModalityDropout` warm-up).
+
+    >>> warmup_steps(0.5, 100, 32, 4)  # 4 batches per epoch
+    8
+    """
+    return int(fraction * (int(np.ceil(n_train / batch_size)) * epochs))
+
+
 def parse_row(spec):
     """`"name:key=value,..."` -> `(name, kwargs)`, values parsed as JSON when they can be.
 
@@ -137,9 +147,8 @@ def run_one(task, data, row, seed, args):
         taps = {m: sequence_tap(b) if sequence else VECTOR_TAP for m, b in branches.items()}
     dropout = args.modality_dropout if name else 0.0
     if dropout and args.warmup_fraction:
-        steps = int(np.ceil(len(data.splits["train"][1]) / args.batch_size)) * args.epochs
-        dropout = ModalityDropout(dropout, modalities=modalities,
-                                  warmup_steps=int(args.warmup_fraction * steps))
+        dropout = ModalityDropout(dropout, modalities=modalities, warmup_steps=warmup_steps(
+            args.warmup_fraction, len(data.splits["train"][1]), args.batch_size, args.epochs))
     model = build_fusion_model(branches, name, num_outputs=task.num_outputs, taps=taps,
                                placement=placement, units=args.units, fusion_kwargs=kwargs or None,
                                presence=bool(dropout), modality_dropout=dropout,

@@ -37,7 +37,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from benchmarks.layer_tables import RESULTS, confidence_interval  # noqa: E402
+from benchmarks.layer_tables import RESULTS, confidence_interval, warmup_steps  # noqa: E402
 from mmfusion import tasks  # noqa: E402
 from mmfusion.compose import Late, build_fusion_model  # noqa: E402
 from mmfusion.files import atomic_write, write_json, write_text  # noqa: E402
@@ -65,25 +65,25 @@ def builder(task, data, fusion, option, dropout, learning_rate, warmup_steps):
     return build
 
 
+def intervals(values):
+    """`(mean, half-width)` arrays over the first axis (seeds) of `values`, cell by cell."""
+    values = np.asarray(values, "float64")
+    cells = np.array([confidence_interval(c) for c in values.reshape(len(values), -1).T])
+    return cells[:, 0].reshape(values.shape[1:]), cells[:, 1].reshape(values.shape[1:])
+
+
 def summarize(runs):
     """Mean ± interval over seeds of one option's sweeps (dicts of `SweepResult.to_dict`
     plus `effective_robustness`): a dict of arrays `(mean, half-width)`."""
-    def stat(key):
-        values = np.array([r[key] for r in runs], "float64")
-        flat = values.reshape(len(values), -1).T
-        cells = np.array([confidence_interval(column) for column in flat])
-        return cells[:, 0].reshape(values.shape[1:]), cells[:, 1].reshape(values.shape[1:])
-    return {key: stat(key) for key in ("by_rate", "by_pattern", "relative_robustness",
-                                       "effective_robustness")}
+    return {key: intervals([r[key] for r in runs])
+            for key in ("by_rate", "by_pattern", "relative_robustness", "effective_robustness")}
 
 
 def paired_difference(runs, reference):
     """Mean ± interval of `runs` minus `reference` seed by seed, by rate: `(mean, half)`."""
     by_seed = {r["seed"]: np.asarray(r["by_rate"]) for r in reference}
-    differences = np.array([np.asarray(r["by_rate"]) - by_seed[r["seed"]] for r in runs
-                            if r["seed"] in by_seed])
-    cells = np.array([confidence_interval(c) for c in differences.reshape(len(differences), -1).T])
-    return cells[:, 0].reshape(differences.shape[1:]), cells[:, 1].reshape(differences.shape[1:])
+    return intervals([np.asarray(r["by_rate"]) - by_seed[r["seed"]] for r in runs
+                      if r["seed"] in by_seed])
 
 
 def _cell(mean, half, sign=""):
@@ -199,7 +199,6 @@ def main(argv=None):
         splits = {"train": data.splits["train"], "test": data.splits["test"]}
         report["examples"] = (f"{len(splits['train'][1])} training / {len(splits['test'][1])} "
                               "test examples")
-        steps = int(np.ceil(len(splits["train"][1]) / args.batch_size)) * args.epochs
         late = None
         for name, option in zip(names, [None] + list(args.options)):
             runs = report["results"].setdefault(name, [])
@@ -210,7 +209,8 @@ def main(argv=None):
             started = time.process_time()
             fusion, absent = (Late("weighted"), "zeros") if option is None else (args.fusion, option)
             build = builder(task, data, fusion, absent, args.dropout, args.learning_rate,
-                            int(args.warmup_fraction * steps))
+                            warmup_steps(args.warmup_fraction, len(splits["train"][1]),
+                                         args.batch_size, args.epochs))
             result = missing_rate_sweep(build, splits, train_rates=args.train_rates,
                                         test_rates=args.test_rates, fit_kwargs=fit, seed=seed)
             late = late or result
