@@ -18,7 +18,9 @@ fused row is trained with `ModalityDropout(RATE)` and also tested with each
 modality absent; `--absent learned|imputed` then fills absent modalities
 with a learned placeholder or an imputed vector (`build_fusion_model`'s
 `absent`), and `--warmup-fraction F` raises the dropout rate from 0 over the
-first F of the training steps.
+first F of the training steps. `--unimodal-loss W` trains every fused row
+with unimodal auxiliary losses of weight W (`build_fusion_model`'s
+`unimodal_loss`: one head per modality on the same labels).
 
     python benchmarks/layer_tables.py --task easy_vqa --max-questions 10000 --epochs 3
     python benchmarks/layer_tables.py --task av_digits --epochs 12 --rows concat gan_fusion \\
@@ -30,7 +32,7 @@ The published tables (every row, seeds 0-2, the settings of `PRESETS`)
 come from one command, `python benchmarks/layer_tables.py --preset all`
 (or `--preset easy_vqa` for one of them).
 
-The raw results go to `benchmarks/results/TASK[-mdRATE[-ABSENT][-warmupF]].json` (written
+The raw results go to `benchmarks/results/TASK[-mdRATE[-ABSENT][-warmupF]][-uniW].json` (written
 atomically after every run; a rerun with the same settings resumes) and the
 table to the `.md` file beside it.
 """
@@ -152,7 +154,8 @@ def run_one(task, data, row, seed, args):
     model = build_fusion_model(branches, name, num_outputs=task.num_outputs, taps=taps,
                                placement=placement, units=args.units, fusion_kwargs=kwargs or None,
                                presence=bool(dropout), modality_dropout=dropout,
-                               absent=args.absent if dropout else "zeros")
+                               absent=args.absent if dropout else "zeros",
+                               unimodal_loss=args.unimodal_loss if name else 0.0)
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
@@ -219,6 +222,8 @@ def build_parser():
     parser.add_argument("--warmup-fraction", type=float, default=0.0,
                         help="with --modality-dropout: share of the training steps over which "
                              "its rate grows from 0")
+    parser.add_argument("--unimodal-loss", type=float, default=0.0,
+                        help="weight of unimodal auxiliary losses of the fused rows (0: none)")
     parser.add_argument("--limit", type=int, default=None,
                         help="random training and test examples kept (default: all)")
     parser.add_argument("--max-questions", type=int, default=0,
@@ -258,12 +263,15 @@ def run_table(args):
         stem += f"-md{args.modality_dropout:g}"
         stem += f"-{args.absent}" if args.absent != "zeros" else ""
         stem += f"-warmup{args.warmup_fraction:g}" if args.warmup_fraction else ""
+    stem += f"-uni{args.unimodal_loss:g}" if args.unimodal_loss else ""
     output = args.output or str(RESULTS / f"{stem}.json")
     settings = {k: getattr(args, k) for k in ("task", "epochs", "units", "batch_size",
                                               "learning_rate", "modality_dropout", "limit",
                                               "max_questions")}
     if args.modality_dropout and (args.absent != "zeros" or args.warmup_fraction):
         settings.update(absent=args.absent, warmup_fraction=args.warmup_fraction)
+    if args.unimodal_loss:
+        settings.update(unimodal_loss=args.unimodal_loss)
     report = {"settings": settings, "results": {}}
     if os.path.exists(output):
         with open(output) as f:

@@ -5,7 +5,9 @@ Options: `zeros` (plain `ModalityDropout`: an absent modality's vector is
 zeroed and masked), `learned` (`absent="learned"`, a trained placeholder),
 `imputed` (`absent="imputed"`, reconstructed from the other modalities) and
 `warmup` (`zeros` with the `ModalityDropout` rate raised linearly from 0 over
-the first `--warmup-fraction` of the training steps). For every seed (which
+the first `--warmup-fraction` of the training steps) and `unimodal` (`zeros`
+with unimodal auxiliary losses, `unimodal_loss=--unimodal-weight`: one head
+per modality trained on the labels, see `mmfusion.unimodal`). For every seed (which
 also draws the data split, the training and the test masks) each option is
 swept over training-time x test-time missing rates and every presence
 pattern (`mmfusion.robustness.missing_rate_sweep`), with MultiBench's
@@ -44,21 +46,23 @@ from mmfusion.files import atomic_write, write_json, write_text  # noqa: E402
 from mmfusion.fusion import ModalityDropout  # noqa: E402
 from mmfusion.robustness import SweepResult, missing_rate_sweep  # noqa: E402
 
-OPTIONS = ("zeros", "learned", "imputed", "warmup")
+OPTIONS = ("zeros", "learned", "imputed", "warmup", "unimodal")
+NAMES = {"warmup": "zeros + warm-up", "unimodal": "zeros + unimodal losses"}
 LATE = "late (weighted)"
-SETTINGS = ("task", "fusion", "dropout", "warmup_fraction", "train_rates", "test_rates", "epochs",
-            "batch_size", "learning_rate", "limit")
+SETTINGS = ("task", "fusion", "dropout", "warmup_fraction", "unimodal_weight", "train_rates",
+            "test_rates", "epochs", "batch_size", "learning_rate", "limit")
 
 
-def builder(task, data, fusion, option, dropout, learning_rate, warmup_steps):
+def builder(task, data, fusion, option, dropout, learning_rate, warmup_steps, unimodal_weight):
     """`train_rate -> compiled model` (the rate itself is applied to the data by the sweep)."""
     def build(rate):
         branches = task.branches(data)
-        absent = "zeros" if option == "warmup" else option
+        absent = "zeros" if option in NAMES else option
         drop = (ModalityDropout(dropout, modalities=list(branches), warmup_steps=warmup_steps)
                 if option == "warmup" else dropout)
         model = build_fusion_model(branches, fusion, num_outputs=task.num_outputs,
                                    presence=True, modality_dropout=drop, absent=absent,
+                                   unimodal_loss=unimodal_weight if option == "unimodal" else 0.0,
                                    head_dropout=0.2)
         model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy")
         return model
@@ -167,6 +171,8 @@ def main(argv=None):
     parser.add_argument("--dropout", type=float, default=0.3, help="ModalityDropout rate")
     parser.add_argument("--warmup-fraction", type=float, default=0.5,
                         help="share of the training steps over which `warmup` raises the rate")
+    parser.add_argument("--unimodal-weight", type=float, default=1.0,
+                        help="weight of the unimodal losses of `unimodal`")
     parser.add_argument("--train-rates", nargs="+", type=float, default=[0.0])
     parser.add_argument("--test-rates", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75])
     parser.add_argument("--epochs", type=int, default=10)
@@ -192,8 +198,7 @@ def main(argv=None):
                   f"{os.cpu_count()} CPU cores, Keras {keras.__version__} on "
                   f"{keras.backend.backend()}")
     fit = {"epochs": args.epochs, "batch_size": args.batch_size, "verbose": 0}
-    names = [LATE] + [f"{args.fusion}, " + ("zeros + warm-up" if o == "warmup" else f"absent={o}")
-                      for o in args.options]
+    names = [LATE] + [f"{args.fusion}, " + NAMES.get(o, f"absent={o}") for o in args.options]
     for seed in args.seeds:
         data = task.data(data_dir=args.data_dir, seed=seed, limit=args.limit)
         splits = {"train": data.splits["train"], "test": data.splits["test"]}
@@ -210,7 +215,7 @@ def main(argv=None):
             fusion, absent = (Late("weighted"), "zeros") if option is None else (args.fusion, option)
             build = builder(task, data, fusion, absent, args.dropout, args.learning_rate,
                             warmup_steps(args.warmup_fraction, len(splits["train"][1]),
-                                         args.batch_size, args.epochs))
+                                         args.batch_size, args.epochs), args.unimodal_weight)
             result = missing_rate_sweep(build, splits, train_rates=args.train_rates,
                                         test_rates=args.test_rates, fit_kwargs=fit, seed=seed)
             late = late or result

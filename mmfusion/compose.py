@@ -45,6 +45,7 @@ from mmfusion.branches.common import MaskedPooling, dense_stack, to_vector
 from mmfusion.fusion.base import dense
 from mmfusion.fusion.dropout import ModalityDropout
 from mmfusion import keras_internals
+from mmfusion.unimodal import UnimodalHeads, UnimodalLossModel
 
 PLACEMENTS = ("early", "intermediate", "late")
 HEADS = ("classification", "regression", "multilabel")
@@ -687,12 +688,23 @@ def _head(x, head, prefix):
     return keras.layers.Dense(head.num_outputs, name=name)(x)
 
 
-def _finish(x, head):
+def _finish(x, head, name="prediction"):
     if head.kind == "classification":
-        return keras.layers.Activation("softmax", name="prediction")(x)
+        return keras.layers.Activation("softmax", name=name)(x)
     if head.kind == "multilabel":
-        return keras.layers.Activation("sigmoid", name="prediction")(x)
-    return keras.layers.Identity(name="prediction")(x)
+        return keras.layers.Activation("sigmoid", name=name)(x)
+    return keras.layers.Identity(name=name)(x)
+
+
+def _with_unimodal_heads(composer, prediction, head, weight):
+    """`prediction` passed through a `UnimodalHeads` layer (the output layer,
+    named `"prediction"`) holding one head (like the model's) per modality
+    on its branch's vector tap."""
+    names = composer.modalities
+    heads = [_finish(_head(_vector_tap(composer, m, VECTOR_TAP), head, prefix=f"{m}_unimodal"),
+                     head, name=f"{m}_unimodal_prediction") for m in names]
+    layer = UnimodalHeads(names, loss_weight=weight, name="prediction")
+    return layer(prediction, unimodal=heads, presence=composer.presence)
 
 
 def _conflict(given, spec, hint):
@@ -776,7 +788,7 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
                        placement="intermediate", taps=None, units=64, fusion_kwargs=None,
                        tap_pooling="flatten", head_units=(64,), head_dropout=0.0,
                        presence=False, modality_dropout=0.0, absent="zeros",
-                       name="fusion_model"):
+                       unimodal_loss=0.0, name="fusion_model"):
     """Builds a multimodal functional model from branches, fusion point(s) and a head.
 
     Args:
@@ -850,10 +862,21 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
             With `"learned"` and `"imputed"` fusion layers are not given the
             mask (the filled-in vector stands for the missing modality);
             both need `presence` or `modality_dropout`.
+        unimodal_loss: weight `w` of unimodal auxiliary losses (0: none).
+            When > 0, every modality gets its own head (like `head`, on its
+            branch's `"vector"` tap), trained on the same labels with the
+            compiled loss, weighted by its presence column; the training loss
+            is the fused loss plus `w` times the sum of the heads' losses
+            (`mmfusion.unimodal`). Counters modality imbalance (a branch
+            left undertrained because another modality carries the fused
+            prediction), so that the model does better when a modality is
+            missing. The heads do not change the model's output. Not with
+            early fusion (no branch runs on its own).
         name: name of the model.
 
     Returns:
-        A functional `keras.Model` with one named input per modality (plus
+        A functional `keras.Model` (a `mmfusion.unimodal.UnimodalLossModel`
+        with `unimodal_loss`) with one named input per modality (plus
         `"presence"`) and one output layer named `"prediction"`. What its
         fusion layers learned (gates, modality weights, attention maps) is
         read by `mmfusion.inspect.fusion_explainer(model)`.
@@ -900,6 +923,9 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
     if absent != "zeros" and presence_input is None:
         raise ValueError(f"build_fusion_model: absent={absent!r} needs absent modalities: "
                          "presence=True and/or modality_dropout > 0.")
+    if unimodal_loss and early:
+        raise ValueError("build_fusion_model: unimodal_loss needs branches that run on their "
+                         "own modality; early fusion has none (use intermediate or late fusion).")
     composer = _Composer(branches, units, tap_pooling, presence_input, absent)
     if early:
         x = _head(_early(composer, inputs, spec), head, prefix="head")
@@ -911,7 +937,11 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
             x = _head(_unimodal(composer, taps), head, prefix="head")
         else:
             x = _head(_chain(composer, spec), head, prefix="head")
-    return keras.Model(model_inputs, _finish(x, head), name=name)
+    prediction = _finish(x, head, name="fused_prediction" if unimodal_loss else "prediction")
+    if unimodal_loss:
+        prediction = _with_unimodal_heads(composer, prediction, head, unimodal_loss)
+        return UnimodalLossModel(model_inputs, prediction, name=name)
+    return keras.Model(model_inputs, prediction, name=name)
 
 
 def _presence_input(form, modalities):

@@ -8,6 +8,10 @@ TensorFlow is checked by tests/fusion/test_every_layer.py). Models saved by an
 earlier run under another backend (`DIR/<name>.keras` with reference inputs
 and predictions in `DIR/<name>.npz`) are loaded and predicted too, so the
 test can compare predictions across backends. The first run writes them.
+It also writes `DIR/<backend>-unimodal.json`: the training loss of a model
+with unimodal auxiliary losses next to its NumPy computation
+(`tests.test_unimodal.loss_report`; `UnimodalLossModel.compute_loss` runs
+inside each backend's own training step).
 """
 
 import json
@@ -85,12 +89,18 @@ def check_layer(name, directory):
     return result
 
 
-def main(directory):
-    results = {name: check_layer(name, directory) for name in fusion.available()}
-    path = os.path.join(directory, f"{keras.backend.backend()}.json")
+def _write(path, results):
     with open(path + ".tmp", "w") as f:
         json.dump(results, f, indent=1)
     os.replace(path + ".tmp", path)
+
+
+def main(directory):
+    from tests.test_unimodal import loss_report
+
+    results = {name: check_layer(name, directory) for name in fusion.available()}
+    _write(os.path.join(directory, f"{keras.backend.backend()}.json"), results)
+    _write(os.path.join(directory, f"{keras.backend.backend()}-unimodal.json"), loss_report())
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pytest
 
 from mmfusion import fusion
 from mmfusion.testing import CHECKS
+from tests.test_unimodal import check_loss_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
@@ -26,14 +27,18 @@ KNOWN_FAILURES = {}
 # round-off of two different FFT implementations near zero (measured 2.1e-3
 # on PyTorch).
 CROSS_BACKEND_TOLERANCE = {"mcb": 5e-3}
+UNIMODAL = "unimodal loss"
 
 
 def run_worker(backend, directory):
+    """`{layer: results}`, plus the unimodal-loss report under `UNIMODAL`."""
     env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=ROOT)
     subprocess.run([sys.executable, "-m", "tests.backends.backend_worker", directory],
                    env=env, cwd=ROOT, check=True, timeout=1200, capture_output=True)
     with open(os.path.join(directory, f"{backend}.json")) as f:
-        return json.load(f)
+        layers = json.load(f)
+    with open(os.path.join(directory, f"{backend}-unimodal.json")) as f:
+        return {**layers, UNIMODAL: json.load(f)}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +61,8 @@ def _results_for(results, backend):
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", sorted(BACKEND_MODULES))
 def test_every_layer_trains_and_reloads(backend, results):
-    found = _results_for(results, backend)
+    found = dict(_results_for(results, backend))
+    found.pop(UNIMODAL)
     assert sorted(found) == fusion.available()
     for name, r in found.items():
         assert r["last_loss"] < r["first_loss"], (backend, name, r)
@@ -66,6 +72,12 @@ def test_every_layer_trains_and_reloads(backend, results):
             # Saved under TensorFlow, loaded and predicted under `backend`.
             tolerance = CROSS_BACKEND_TOLERANCE.get(name, 1e-3)
             assert r["cross_backend_max_error"] < tolerance, (backend, name, r)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", sorted(BACKEND_MODULES))
+def test_unimodal_losses_in_each_backends_training_step(backend, results):
+    check_loss_report(_results_for(results, backend)[UNIMODAL])
 
 
 def contract_cases():
