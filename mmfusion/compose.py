@@ -923,6 +923,8 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
     if absent != "zeros" and presence_input is None:
         raise ValueError(f"build_fusion_model: absent={absent!r} needs absent modalities: "
                          "presence=True and/or modality_dropout > 0.")
+    if unimodal_loss < 0:
+        raise ValueError(f"build_fusion_model: unimodal_loss must be >= 0; received {unimodal_loss}.")
     if unimodal_loss and early:
         raise ValueError("build_fusion_model: unimodal_loss needs branches that run on their "
                          "own modality; early fusion has none (use intermediate or late fusion).")

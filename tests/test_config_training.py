@@ -157,6 +157,8 @@ def test_model_reloads_finite_and_ignores_absent_placeholders(trained):
     (("validation = 0.2", "validation = 1.2"), "[training] validation: must be a fraction"),
     (("test = 0.25", "test = 0.85"), "[training] validation, test: their sum must be below 1"),
     (('fusion = "gmu"', 'fusion = "nope"'), "[model] fusion: Unknown fusion 'nope'"),
+    (("modality_dropout = 0.2", "modality_dropout = 0.2\nunimodal_loss = -1"),
+     "[model] unimodal_loss: must be a number >= 0"),
     (("[modalities.text]", "[modalities.text]\nkind = \"video\""),
      "[modalities.text] kind: unknown modality kind 'video'"),
     (('label = "category"', 'label = "kind"'), "label: no column 'kind'"),
@@ -208,7 +210,7 @@ def test_cli_trains_a_regression_config(tmp_path, capsys):
         'data = "items.csv"\nlabel = "value"\ntask = "regression"\n'
         '[modalities.numbers]\nkind = "tabular"\ncolumns = ["size"]\nunits = [16]\n'
         '[modalities.text]\ncolumn = "note"\nembedding_dim = 4\nunits = [4]\n'
-        '[model]\nfusion = "concat"\nunits = 16\nhead_units = [16]\n'
+        '[model]\nfusion = "concat"\nunits = 16\nhead_units = [16]\nunimodal_loss = 0.5\n'
         '[training]\nepochs = 30\nlearning_rate = 1e-2\nvalidation = 0.2\ntest = 0.2\n')
     main(["train", "--config", str(tmp_path / "items.toml")])
     assert "test mae" in capsys.readouterr().out
@@ -217,6 +219,8 @@ def test_cli_trains_a_regression_config(tmp_path, capsys):
     assert metrics["test_mae"] < 1.0, metrics["test_mae"]
     assert set(metrics["test_by_presence"]) <= {"numbers", "numbers+text"}
     assert "mae" in metrics["test_by_presence"]["numbers+text"]
+    model = mmfusion.load_model(metrics["model_path"])
+    assert model.get_layer("prediction").loss_weight == 0.5  # trained with unimodal heads
 
 
 def test_parquet_table_reads_like_its_csv(tmp_path):

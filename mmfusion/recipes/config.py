@@ -87,6 +87,12 @@ def _number(value):
     return float(value)
 
 
+def _weight(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise TypeError("must be a number >= 0")
+    return float(value)
+
+
 def _rate(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise TypeError("must be a fraction in [0, 1)")
@@ -130,6 +136,7 @@ _TOP = {"data": (_text, _REQUIRED), "label": (_text, _REQUIRED),
 _MODEL = {"fusion": (_text, "concat"), "placement": (_choice("early", "intermediate", "late"),
                                                      "intermediate"),
           "units": (_integer, 64), "modality_dropout": (_rate, 0.0),
+          "unimodal_loss": (_weight, 0.0),
           "head_units": (_integers, [64]), "head_dropout": (_rate, 0.0)}
 _TRAINING = {"epochs": (_integer, 8), "batch_size": (_integer, 32), "learning_rate": (_number, 1e-3),
              "validation": (_fraction, 0.15), "test": (_fraction, 0.15), "seed": (_seed, 0),
@@ -514,6 +521,7 @@ def train_from_config(config, verbose=2):
         placement=model_settings["placement"] if fusion else "intermediate",
         head_units=tuple(model_settings["head_units"]), head_dropout=model_settings["head_dropout"],
         presence=True, modality_dropout=model_settings["modality_dropout"],
+        unimodal_loss=model_settings["unimodal_loss"] if fusion else 0.0,
         name=f"config_{fusion or 'unimodal'}")
     splits = data["splits"]
     datasets = {part: make_dataset(x, y, training["batch_size"] if part == "train" else 256,
