@@ -70,10 +70,15 @@ def search_parser(task):
     Example:
 
     >>> args = search_parser("synthetic").parse_args(["--trials", "3"])
-    >>> args.trials, args.oracle, args.max_layers, args.data_dir
-    (3, 'mfas', 2, None)
+    >>> args.trials, args.oracle, args.max_layers, args.data_dir, args.objective
+    (3, 'mfas', 2, None, 'val_accuracy')
+    >>> search_parser("cmu_mosi").parse_args(["--samples-per-step", "4"]).samples_per_step
+    4
     """
-    from mmfusion.search.run import DEFAULT_FUSIONS, ORACLES
+    from mmfusion.search.objectives import objectives
+    from mmfusion.search.run import DEFAULT_FUSIONS, MFAS_SETTINGS, ORACLES
+
+    head = tasks.get(task).head
 
     parser = argparse.ArgumentParser(
         prog=f"mmfusion search {task}", formatter_class=_FORMAT,
@@ -103,7 +108,55 @@ def search_parser(task):
                              "needs --candidates-per-step 1)")
     parser.add_argument("--candidates-per-step", type=int, default=1,
                         help="trials trained together in one compiled model")
+    parser.add_argument("--objective", default=objectives(head)[0], choices=objectives(head),
+                        help=f"what trials are selected on ({head} head; min for losses and "
+                             "errors, max for accuracy and auc)")
+    parser.add_argument("--modality-dropout", type=float, default=None,
+                        help="ModalityDropout rate of every candidate (None: 0.25 with a "
+                             "val_presence_* objective, else 0)")
+    parser.add_argument("--max-params", type=_positive(int), default=None,
+                        help="export the best trial with at most this many fusion-network "
+                             "parameters (None: the best trial)")
+    mfas = parser.add_argument_group(
+        "MFAS settings (--oracle mfas only; unset: MFASOracle's defaults, budget-sized steps)")
+    helps = {"initial_samples": "size of the first step",
+             "samples_per_step": "K, architectures sampled per later step",
+             "temperature": "temperature of the first sampling step",
+             "min_temperature": "temperature of the last sampling step",
+             "surrogate_units": "LSTM size of the surrogate",
+             "surrogate_epochs": "surrogate training steps before each sampling step"}
+    for name in MFAS_SETTINGS:
+        default = _mfas_default(name)
+        kind = float if isinstance(default, float) else int
+        mfas.add_argument(f"--{name.replace('_', '-')}", type=_positive(kind),
+                          default=argparse.SUPPRESS,
+                          help=f"{helps[name]} (MFAS default: "
+                               f"{'budget-sized' if default is None else default})")
     return parser
+
+
+def _mfas_default(name):
+    """The default of an `MFASOracle` argument."""
+    import inspect
+
+    from mmfusion.search.oracle import MFASOracle
+
+    return inspect.signature(MFASOracle.__init__).parameters[name].default
+
+
+def _positive(kind):
+    """An argparse type: a positive `kind` (int or float)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def _search(args):
@@ -114,6 +167,26 @@ def _search(args):
     if options.tensorboard and options.candidates_per_step != 1:
         parser.error("--tensorboard logs each trial's own training: use it with "
                      "--candidates-per-step 1")
+    from mmfusion.search.run import MFAS_SETTINGS
+
+    mfas_settings = {name: getattr(options, name) for name in MFAS_SETTINGS
+                     if hasattr(options, name)}
+    if mfas_settings and options.oracle != "mfas":
+        given = ", ".join(f"--{name.replace('_', '-')}" for name in mfas_settings)
+        parser.error(f"{given}: MFAS settings need --oracle mfas (got --oracle {options.oracle})")
+    temperatures = [mfas_settings.get(name, _mfas_default(name))
+                    for name in ("min_temperature", "temperature")]
+    if temperatures[0] > temperatures[1]:
+        parser.error("--min-temperature must not exceed --temperature (the schedule cools down)")
+    head = tasks.get(args.task).head
+    if options.oracle == "oneshot" and head != "classification":
+        parser.error(f"--oracle oneshot trains a classifier supernet; {args.task} has a {head} "
+                     "head: use mfas, random or bayesian")
+    if options.objective.startswith("val_presence_") and options.candidates_per_step != 1:
+        parser.error(f"--objective {options.objective} is computed per trial: use it with "
+                     "--candidates-per-step 1")
+    if options.modality_dropout is not None and not 0 <= options.modality_dropout < 1:
+        parser.error(f"--modality-dropout must be in [0, 1); got {options.modality_dropout}")
     fusions = options.fusions.split(",")
     unknown = [name for name in fusions if name not in fusion.available()]
     if unknown:
@@ -121,7 +194,8 @@ def _search(args):
                      f"available: {', '.join(fusion.available())}")
     import keras
 
-    from mmfusion.search.run import SettingsMismatchError, load_task, run_search
+    from mmfusion.search.run import (ParameterBudgetError, SettingsMismatchError, load_task,
+                                     run_search)
 
     callbacks = [keras.callbacks.TensorBoard(options.tensorboard)] if options.tensorboard else []
     task = load_task(args.task, seed=options.seed, data_dir=options.data_dir)
@@ -132,8 +206,10 @@ def _search(args):
                    pretrain_epochs=options.pretrain_epochs, overwrite=options.overwrite,
                    callbacks=callbacks, fusions=fusions,
                    candidates_per_step=options.candidates_per_step,
-                   supernet_epochs=options.supernet_epochs)
-    except SettingsMismatchError as error:
+                   supernet_epochs=options.supernet_epochs, objective=options.objective,
+                   mfas_settings=mfas_settings, modality_dropout=options.modality_dropout,
+                   max_params=options.max_params)
+    except (SettingsMismatchError, ParameterBudgetError) as error:
         parser.error(str(error))
 
 

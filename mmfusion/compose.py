@@ -58,7 +58,7 @@ ABSENT = ("zeros", "learned", "imputed")
 
 __all__ = ["Early", "FusionPoint", "Head", "ImputeAbsent", "LearnedAbsence", "Late",
            "MaskedPooling", "PresenceColumns", "StackPresence", "ZeroAbsent",
-           "build_fusion_model"]
+           "build_fusion_model", "output_layers"]
 
 
 @dataclass
@@ -705,6 +705,20 @@ def _with_unimodal_heads(composer, prediction, head, weight):
                      head, name=f"{m}_unimodal_prediction") for m in names]
     layer = UnimodalHeads(names, loss_weight=weight, name="prediction")
     return layer(prediction, unimodal=heads, presence=composer.presence)
+
+
+def output_layers(x, head, prefix="head"):
+    """A `Head` on a vector tensor: its MLP, its output layer (`{prefix}_logits`,
+    or `{prefix}_output` for regression) and the activation named `"prediction"`
+    (softmax, sigmoid or identity), as `build_fusion_model` ends its models.
+
+    Example:
+
+    >>> x = keras.Input((3,))
+    >>> keras.Model(x, output_layers(x, Head("multilabel", num_outputs=4, units=()))).output_shape
+    (None, 4)
+    """
+    return _finish(_head(x, head, prefix), head)
 
 
 def _conflict(given, spec, hint):

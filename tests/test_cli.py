@@ -65,6 +65,24 @@ def test_mmfusion_imports_no_top_level_recipes():
     (["search", "synthetic", "--fusions", "concat,nope"], "unknown fusion layer(s) nope; "
                                                           "available: attention_pooling"),
     (["list", "layers"], "invalid choice: 'layers' (choose from 'fusions', 'tasks')"),
+    (["search", "synthetic", "--objective", "val_mse"], "invalid choice: 'val_mse' (choose from "
+                                                        "'val_accuracy', 'val_loss', "
+                                                        "'val_presence_accuracy'"),
+    (["search", "cmu_mosi", "--objective", "val_accuracy"], "(choose from 'val_mse', 'val_mae'"),
+    (["search", "mmimdb", "--objective", "nope"], "(choose from 'val_auc', 'val_loss'"),
+    (["search", "synthetic", "--oracle", "random", "--temperature", "2",
+      "--samples-per-step", "3"], "--samples-per-step, --temperature: MFAS settings need "
+                                  "--oracle mfas (got --oracle random)"),
+    (["search", "synthetic", "--samples-per-step", "0"], "expected a positive int, got '0'"),
+    (["search", "synthetic", "--temperature", "hot"], "expected a positive float, got 'hot'"),
+    (["search", "synthetic", "--temperature", "1", "--min-temperature", "2"],
+     "--min-temperature must not exceed --temperature"),
+    (["search", "cmu_mosei", "--oracle", "oneshot"], "--oracle oneshot trains a classifier "
+                                                     "supernet; cmu_mosei has a regression head"),
+    (["search", "synthetic", "--objective", "val_presence_accuracy", "--candidates-per-step",
+      "2"], "--objective val_presence_accuracy is computed per trial"),
+    (["search", "synthetic", "--modality-dropout", "1"], "--modality-dropout must be in [0, 1)"),
+    (["search", "synthetic", "--max-params", "-3"], "expected a positive int, got '-3'"),
 ])
 def test_wrong_names_list_the_choices(argv, expected, capsys):
     err = error_of(argv, capsys)
@@ -88,6 +106,15 @@ def test_help_shows_the_defaults(capsys, monkeypatch):
         main(["search", "av_digits", "--help"])
     out = capsys.readouterr().out
     assert "(default: mfas)" in out and "(default: concat,gmu,lmf,mfb)" in out
+    assert "(default: val_accuracy)" in out
+    for flag, default in (("--initial-samples", "budget-sized"), ("--samples-per-step",
+                                                                   "budget-sized"),
+                          ("--temperature", "10.0"), ("--min-temperature", "0.2"),
+                          ("--surrogate-units", "32"), ("--surrogate-epochs", "50")):
+        assert flag in out and f"(MFAS default: {default})" in out, flag
+    with pytest.raises(SystemExit):
+        main(["search", "cmu_mosi", "--help"])
+    assert "(default: val_mse)" in capsys.readouterr().out
 
 
 def test_train_saves_the_model_and_metrics(tmp_path, capsys):

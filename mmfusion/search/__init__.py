@@ -13,6 +13,10 @@
   mixes every architecture of the space by softmax architecture weights,
   trained once on cached features; its argmax pick is retrained by an
   `ArchitectureOracle` (`run_search(..., oracle="oneshot")`).
+- `objectives.py`: the loss, metrics and objectives of each head
+  (classification, multilabel, regression); `presence.py`: objectives
+  averaged over presence patterns; `costs.py`: each trial's parameters and
+  latency, and Pareto fronts of objective vs cost.
 - `state.py`: atomic writes and validated reads of every search file.
 - `features.py`: frozen, pretrained branches whose tap outputs are cached on
   disk, so each trial only trains the fusion network (as MFAS does).

@@ -32,6 +32,8 @@ import keras
 import numpy as np
 
 from mmfusion.branches import VECTOR_TAP
+from mmfusion.compose import Head, output_layers
+from mmfusion.search.objectives import head_loss, head_metrics
 from mmfusion.search.state import load_arrays, save_arrays
 
 __all__ = ["FeatureCache", "TapSplit", "feature_branches", "pack", "pretrain_branch",
@@ -39,20 +41,23 @@ __all__ = ["FeatureCache", "TapSplit", "feature_branches", "pack", "pretrain_bra
 
 
 def pretrain_branch(branch, x, y, num_classes, epochs=10, batch_size=64, learning_rate=1e-3,
-                    validation_data=None, verbose=0):
-    """Trains one branch alone, through a softmax head on its `"vector"` tap,
-    then freezes it (`branch.trainable = False`).
+                    validation_data=None, verbose=0, head="classification"):
+    """Trains one branch alone, through a head on its `"vector"` tap (one
+    output layer: softmax, sigmoids or linear, with the head's loss of
+    `mmfusion.search.objectives`), then freezes it (`branch.trainable = False`).
 
     Args:
         branch: a branch model (see `mmfusion.branches`); trained in place.
         x: its modality's training inputs.
-        y: integer class labels.
-        num_classes: number of classes.
+        y: the labels: class ids, 0/1 label columns (`"multilabel"`) or
+            targets (`"regression"`).
+        num_classes: number of classes (labels, targets).
         epochs: training epochs.
         batch_size: batch size.
         learning_rate: Adam learning rate.
         validation_data: optional `(x, y)`.
         verbose: Keras verbosity.
+        head: `"classification"`, `"multilabel"` or `"regression"`.
 
     Returns:
         The Keras `History` of the training.
@@ -68,11 +73,11 @@ def pretrain_branch(branch, x, y, num_classes, epochs=10, batch_size=64, learnin
     >>> len(history.history["loss"]), branch.trainable
     (2, False)
     """
-    outputs = keras.layers.Dense(num_classes, activation="softmax",
-                                 name=f"{branch.name}_pretrain_head")(branch.output[VECTOR_TAP])
+    spec = Head(head, num_outputs=num_classes, units=())
+    outputs = output_layers(branch.output[VECTOR_TAP], spec, f"{branch.name}_pretrain")
     model = keras.Model(branch.inputs, outputs, name=f"{branch.name}_pretrain")
-    model.compile(keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(keras.optimizers.Adam(learning_rate), loss=head_loss(head),
+                  metrics=head_metrics(head))
     history = model.fit(x, y, epochs=epochs, batch_size=batch_size,
                         validation_data=validation_data, verbose=verbose)
     branch.trainable = False

@@ -7,15 +7,15 @@ import keras_tuner
 
 from mmfusion.branches import tap_shapes
 from mmfusion.compose import build_fusion_model
+from mmfusion.search.costs import LATENCY_BATCH, measure_latency
 from mmfusion.files import write_json
 from mmfusion.search.joint import train_jointly
+from mmfusion.search.objectives import head_loss, head_metrics
 from mmfusion.search.oracle import MFASOracle
 from mmfusion.search.space import FusionSpace
 from mmfusion.search.state import read_json, save_weights
 
 __all__ = ["FusionHyperModel", "FusionTuner", "MFASTuner"]
-
-LOSS, METRICS = "sparse_categorical_crossentropy", ("accuracy",)
 
 
 class FusionHyperModel(keras_tuner.HyperModel):
@@ -33,9 +33,15 @@ class FusionHyperModel(keras_tuner.HyperModel):
     (`mmfusion.search.features.feature_branches`, the fast MFAS setting) are
     shared by all trials.
 
+    Candidates are compiled with the head's loss and metrics
+    (`mmfusion.search.objectives`: sparse cross-entropy and `accuracy` for
+    classification, binary cross-entropy and `auc` for multilabel, MSE with
+    `mse` and `mae` for regression).
+
     Args:
         branches: dict modality -> branch model (see `mmfusion.branches`).
-        num_classes: number of classes of the softmax head.
+        num_classes: number of classes (of labels for `"multilabel"`, of
+            targets for `"regression"`) of the head.
         space: a `FusionSpace`; default: every tap of every branch and the
             `fusions`, `activations` and `max_layers` given here.
         fusions: candidate fusion-layer names (default: all vector layers).
@@ -43,7 +49,14 @@ class FusionHyperModel(keras_tuner.HyperModel):
         max_layers: maximum number of fusion layers.
         units: candidate `units=` of the fusion layers.
         learning_rates: candidate Adam learning rates.
-        head_units: hidden sizes of the classification head.
+        head_units: hidden sizes of the head's MLP.
+        head: `"classification"` (softmax), `"multilabel"` (a sigmoid per
+            label) or `"regression"` (linear outputs).
+        presence: give candidates a `presence` input (`build_fusion_model`'s
+            `presence`), e.g. for a presence-averaged objective
+            (`mmfusion.search.presence`).
+        modality_dropout: `build_fusion_model`'s `modality_dropout` rate of
+            every candidate (0: none).
         tap_pooling: how feature-map taps become vectors (see `build_fusion_model`).
         fit_verbose: if not None, the `verbose` of every trial's `fit`.
         **kwargs: `keras_tuner.HyperModel` arguments (`name`, `tunable`).
@@ -64,7 +77,8 @@ class FusionHyperModel(keras_tuner.HyperModel):
     def __init__(self, branches, num_classes, space=None, fusions=None,
                  activations=("relu", "tanh"), max_layers=3, units=(32, 64, 128),
                  learning_rates=(1e-3, 3e-3, 1e-2), head_units=(64,), tap_pooling="flatten",
-                 fit_verbose=None, **kwargs):
+                 fit_verbose=None, head="classification", presence=False, modality_dropout=0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.branches = dict(branches)
         self.num_classes = num_classes
@@ -76,6 +90,10 @@ class FusionHyperModel(keras_tuner.HyperModel):
         self.head_units = tuple(head_units)
         self.tap_pooling = tap_pooling
         self.fit_verbose = fit_verbose
+        self.head = head
+        self.loss = head_loss(head)
+        self.presence = presence
+        self.modality_dropout = modality_dropout
 
     def with_branches(self, branches):
         """The same search space over other branches with the same taps (e.g.
@@ -83,7 +101,8 @@ class FusionHyperModel(keras_tuner.HyperModel):
         return FusionHyperModel(branches, self.num_classes, space=self.space,
                                 units=self.units, learning_rates=self.learning_rates,
                                 head_units=self.head_units, tap_pooling=self.tap_pooling,
-                                fit_verbose=self.fit_verbose,
+                                fit_verbose=self.fit_verbose, head=self.head,
+                                presence=self.presence, modality_dropout=self.modality_dropout,
                                 name=self.name, tunable=self.tunable)
 
     def build(self, hp):
@@ -93,11 +112,12 @@ class FusionHyperModel(keras_tuner.HyperModel):
         branches = {m: keras.models.clone_model(b) if b.trainable_weights else b
                     for m, b in self.branches.items()}
         model = build_fusion_model(
-            branches, self.space.points(architecture), num_outputs=self.num_classes,
-            units=units, head_units=self.head_units, tap_pooling=self.tap_pooling,
-            name="searched_fusion")
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=LOSS,
-                      metrics=list(METRICS))
+            branches, self.space.points(architecture), head=self.head,
+            num_outputs=self.num_classes, units=units, head_units=self.head_units,
+            tap_pooling=self.tap_pooling, presence=self.presence,
+            modality_dropout=self.modality_dropout, name="searched_fusion")
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=self.loss,
+                      metrics=head_metrics(self.head))
         return model
 
     def fit(self, hp, model, *args, **kwargs):
@@ -105,14 +125,15 @@ class FusionHyperModel(keras_tuner.HyperModel):
             kwargs["verbose"] = self.fit_verbose
         return model.fit(*args, **kwargs)
 
-    def fit_jointly(self, hps, models, x, y, save_best=None, **kwargs):
+    def fit_jointly(self, hps, models, x, y=None, save_best=None, **kwargs):
         """Trains the models of several trials together (`train_jointly`), one
         joint model per learning rate.
 
         Args:
             hps: the trials' `HyperParameters`.
             models: their models, from `build`.
-            x, y: the training data.
+            x, y: the training data: arrays, or a batched `tf.data.Dataset`
+                of `(inputs, targets)` as `x` (`y` None).
             save_best: optional `save_best(i)`, called when model `i` reaches
                 its best monitored value so far.
             **kwargs: `train_jointly` and `fit` arguments.
@@ -130,7 +151,8 @@ class FusionHyperModel(keras_tuner.HyperModel):
             group_save = None if save_best is None else (lambda j, m=members: save_best(m[j]))
             trained = train_jointly([models[i] for i in members], x, y,
                                     lambda rate=learning_rate: keras.optimizers.Adam(rate),
-                                    LOSS, METRICS, save_best=group_save, **kwargs)
+                                    self.loss, head_metrics(self.head), save_best=group_save,
+                                    **kwargs)
             for i, history in zip(members, trained):
                 histories[i] = history
         return histories
@@ -172,6 +194,9 @@ class FusionTuner(keras_tuner.Tuner):
         report: optional callable (e.g. `print`) given the progress lines.
         poll_interval: seconds between two requests while the oracle is idle.
         candidates_per_step: how many trials train together (1: one at a time).
+        measure_costs: record each trial's `params` and `latency_ms` (the
+            fusion network's parameter count and milliseconds per batch of
+            64 training rows, `mmfusion.search.costs`) in its metrics.
         **kwargs: `keras_tuner.Tuner` arguments (`directory`, `project_name`,
             `overwrite`, ...).
 
@@ -189,7 +214,7 @@ class FusionTuner(keras_tuner.Tuner):
     """
 
     def __init__(self, oracle, hypermodel=None, space=None, report=None, poll_interval=0.2,
-                 candidates_per_step=1, **kwargs):
+                 candidates_per_step=1, measure_costs=False, **kwargs):
         if int(candidates_per_step) != candidates_per_step or candidates_per_step < 1:
             raise ValueError("FusionTuner: candidates_per_step must be a positive integer; "
                              f"received {candidates_per_step!r}.")
@@ -197,6 +222,7 @@ class FusionTuner(keras_tuner.Tuner):
         self.report = report
         self.poll_interval = poll_interval
         self.candidates_per_step = int(candidates_per_step)
+        self.measure_costs = measure_costs
         self._asked = False  # a request got no trial yet (IDLE)
         self._trained = {}  # trial id -> History (or the error) of a joint step
         super().__init__(oracle, hypermodel, **kwargs)
@@ -254,11 +280,29 @@ class FusionTuner(keras_tuner.Tuner):
 
     def run_trial(self, trial, *args, **kwargs):
         if trial.trial_id not in self._trained:
-            return super().run_trial(trial, *args, **kwargs)
-        result = self._trained.pop(trial.trial_id)
-        if isinstance(result, Exception):
-            raise result
+            result = super().run_trial(trial, *args, **kwargs)
+        else:
+            result = self._trained.pop(trial.trial_id)
+            if isinstance(result, Exception):
+                raise result
+        if self.measure_costs:
+            self._add_costs(trial, result, args[0] if args else kwargs["x"])
         return result
+
+    def _add_costs(self, trial, result, x):
+        """Adds the trial's `params` and `latency_ms` (`mmfusion.search.costs`)
+        to every epoch of its histories, so KerasTuner records them with the
+        objective (and sends them to the chief in a distributed search)."""
+        model = self.hypermodel.build(trial.hyperparameters)
+        if hasattr(x, "element_spec"):  # a tf.data.Dataset: its first batch
+            batch = next(iter(x))[0]
+        else:
+            batch = keras.tree.map_structure(lambda a: a[:LATENCY_BATCH], x)
+        costs = {"params": float(model.count_params()),
+                 "latency_ms": measure_latency(model, batch)}
+        for history in result if isinstance(result, list) else [result]:
+            epochs = len(next(iter(history.history.values())))
+            history.history.update({k: [v] * epochs for k, v in costs.items()})
 
     # KerasTuner's loop: pre_create_trial, create_trial, on_trial_begin unless IDLE.
     def pre_create_trial(self):

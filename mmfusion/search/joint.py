@@ -33,6 +33,12 @@ def candidate_key(metric, output, n_outputs=2):
     return f"{output}_{metric}"
 
 
+def _fresh(metric):
+    """A metric name as given, or a new instance of a metric object (metric
+    objects hold state: each candidate needs its own)."""
+    return metric if isinstance(metric, str) else type(metric).from_config(metric.get_config())
+
+
 class _BestEpochs(keras.callbacks.Callback):
     """Calls `save(i)` whenever the log value `keys[i]` is the best so far."""
 
@@ -52,6 +58,24 @@ class _BestEpochs(keras.callbacks.Callback):
                 self.save(i)
 
 
+def _pair(data):
+    """`(x, y)` of validation data given as a pair or as a dataset."""
+    return (data, None) if _is_dataset(data) else (data[0], data[1])
+
+
+def _is_dataset(x):
+    return type(x).__module__.startswith("tensorflow") and hasattr(x, "element_spec")
+
+
+def _per_output(x, y, outputs):
+    """Inputs and targets with the targets repeated for every output: arrays
+    as `(x, {output: y})`, a `tf.data.Dataset` of `(x, y)` mapped to
+    `(x, {output: y})` batches (`y` then None)."""
+    if _is_dataset(x):
+        return x.map(lambda inputs, labels: (inputs, {name: labels for name in outputs})), None
+    return x, {name: y for name in outputs}
+
+
 def train_jointly(models, x, y, optimizer, loss, metrics=("accuracy",), validation_data=None,
                   save_best=None, monitor="val_accuracy", mode="max", **fit_kwargs):
     """Trains `models` together, each exactly as it would train alone.
@@ -61,15 +85,18 @@ def train_jointly(models, x, y, optimizer, loss, metrics=("accuracy",), validati
             name), each with one output, with disjoint trainable weights
             (weightless layers, such as feature stand-in branches, may be
             shared). Their weights are trained in place.
-        x: the inputs (e.g. a dict input name -> array).
+        x: the inputs (e.g. a dict input name -> array), or a batched
+            `tf.data.Dataset` of `(inputs, targets)` (then `y` is None).
         y: the targets, the same for every model.
         optimizer: a callable returning a fresh optimizer (e.g.
             `lambda: keras.optimizers.Adam(1e-3)`). Use one whose update of
             a weight depends on that weight's gradients only (Adam, SGD,
             RMSprop; no global gradient clipping such as `global_clipnorm`).
         loss: the loss of every model.
-        metrics: the metrics of every model.
-        validation_data: optional `(x, y)` evaluated after every epoch.
+        metrics: the metrics of every model: names, or metric objects (each
+            model gets its own copy, named as the object is).
+        validation_data: optional `(x, y)`, or a `tf.data.Dataset` of
+            `(inputs, targets)`, evaluated after every epoch.
         save_best: optional callable `save_best(i)`, called when model `i`
             reaches its best `monitor` value so far (e.g. to checkpoint it).
         monitor: a metric name as for one model (`"val_accuracy"`, `"loss"`).
@@ -116,14 +143,14 @@ def train_jointly(models, x, y, optimizer, loss, metrics=("accuracy",), validati
                for name, model in zip(outputs, models)}
     joint = keras.Model(inputs, wrapped, name="joint_candidates")
     joint.compile(optimizer=optimizer(), loss={name: loss for name in outputs},
-                  metrics={name: list(metrics) for name in outputs})
+                  metrics={name: [_fresh(m) for m in metrics] for name in outputs})
     callbacks = list(fit_kwargs.pop("callbacks", None) or [])
     if save_best is not None:
         callbacks.append(_BestEpochs([candidate_key(monitor, o, len(outputs)) for o in outputs],
                                      mode, save_best))
-    targets = {name: y for name in outputs}
+    x, targets = _per_output(x, y, outputs)
     if validation_data is not None:
-        validation_data = (validation_data[0], {name: validation_data[1] for name in outputs})
+        validation_data = _per_output(*_pair(validation_data), outputs)
     history = joint.fit(x, targets, validation_data=validation_data, callbacks=callbacks,
                         **fit_kwargs).history
     names = ["loss"] + [m if isinstance(m, str) else m.name for m in metrics]

@@ -23,8 +23,10 @@ whole search, trained before each sampling step on every observation so far.
 The temperature goes geometrically from `temperature` (10) to
 `min_temperature` (0.2) over the search's sampling steps (their number
 follows from `max_trials`, the first step's size and `K`). The sampling rule
-needs positive scores (accuracies); other objectives' predictions are
-shifted to be positive first. When a step has fewer unseen candidates than
+needs positive merits `a`: a maximized objective (an accuracy, an AUC) is
+its own merit, a minimized one (a loss, an MSE) has merit `1 / loss`
+(`MFASOracle.log_merits`); predictions at or below 0 are shifted to be
+positive first. When a step has fewer unseen candidates than
 it needs, random unseen architectures of the same length fill it (of any
 length once those run out), so the search runs exactly `max_trials` trials
 unless the whole space is exhausted, and every architecture of the space can
@@ -245,12 +247,33 @@ class MFASOracle(CrashSafeOracle, keras_tuner.Oracle):
         if not observed:
             order = self._rng.permutation(len(candidates))
         else:
-            predicted = self.predict(candidates, observed)
-            if predicted.min() <= 0:
-                predicted = predicted - predicted.min() + 1e-3 * (np.ptp(predicted) or 1.0)
-            logits = np.log(predicted) / temperature
+            logits = self.log_merits(self.predict(candidates, observed)) / temperature
             order = np.argsort(-(logits + self._rng.gumbel(size=len(candidates))))
         return [candidates[i] for i in order[:k]]
+
+    def log_merits(self, predicted):
+        """`log a` of the sampling rule `p ∝ a ** (1 / T)`, for surrogate
+        predictions `predicted` (higher is better, as `observations`).
+
+        A maximized objective (an accuracy) is its own merit: `a = score`.
+        A minimized one (a loss or an error, non-negative) has merit `a = 1 /
+        loss`, so halving a loss counts as doubling an accuracy and the rule
+        does not depend on the loss's units. Values the surrogate predicts at
+        or below 0 (extrapolation) are shifted to be positive first.
+
+        Example:
+
+        >>> from mmfusion.search import FusionSpace
+        >>> space = FusionSpace({"a": ["vector"], "b": ["vector"]}, fusions=["concat"])
+        >>> oracle = MFASOracle(space, "val_loss", max_trials=4, seed=0)
+        >>> oracle.objective.direction, np.round(oracle.log_merits(-np.array([0.5, 2.0])), 3)
+        ('min', array([ 0.693, -0.693]))
+        """
+        sign = 1.0 if self.objective.direction == "max" else -1.0
+        values = sign * np.asarray(predicted, "float64")  # scores, or losses
+        if values.min() <= 0:
+            values = values - values.min() + 1e-3 * (np.ptp(values) or 1.0)
+        return sign * np.log(values)
 
     def _fill(self, length, n, visited):
         """Up to `n` random unseen architectures, of `length` layers first."""

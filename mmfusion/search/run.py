@@ -5,7 +5,10 @@ freezes the branches (weights kept in the search folder) and caches their
 tap features; `make_tuner` builds an MFAS, random, Bayesian or one-shot
 (retraining a supernet's pick) tuner over a `FusionHyperModel` on those
 features; `run_search` does all of it, searches,
-and exports the best fusion network on the real branches as a `.keras` model.
+and exports the best fusion network on the real branches as a `.keras` model,
+with every trial's cost and the Pareto fronts in `results_<oracle>.json`.
+The task's head (classification, multilabel, regression) sets the losses,
+metrics and objectives (`mmfusion.search.objectives`).
 """
 
 import hashlib
@@ -23,28 +26,38 @@ from mmfusion.search.features import (FeatureCache, feature_branches, pack, pret
                                       transfer_weights)
 from mmfusion.search.baselines import BayesianOptimizationOracle, RandomSearchOracle
 from mmfusion.search.hypermodel import FusionHyperModel, FusionTuner
+from mmfusion.search.costs import LATENCY_BATCH, pareto_front
+from mmfusion.search.objectives import PRESENCE_PREFIX, check_objective, metric_name, objectives
+from mmfusion.search.presence import PresenceAveraged, presence_averaged, with_presence
 from mmfusion.search.oneshot import ArchitectureOracle, search_oneshot
 from mmfusion.search.oracle import MFASOracle
 from mmfusion.files import write_json
 from mmfusion.search.state import load_weights, read_json, save_weights
 
 ORACLES = ("mfas", "random", "bayesian", "oneshot")
+# `MFASOracle` arguments a search may set (`run_search(mfas_settings=...)`, CLI flags).
+MFAS_SETTINGS = ("initial_samples", "samples_per_step", "temperature", "min_temperature",
+                 "surrogate_units", "surrogate_epochs")
 DEFAULT_FUSIONS = ("concat", "gmu", "lmf", "mfb")
 
-__all__ = ["Prepared", "Task", "check_settings", "load_task", "make_oracle", "make_tuner",
-           "prepare", "run_search"]
+__all__ = ["MFAS_SETTINGS", "ORACLES", "Prepared", "Task",
+           "check_settings", "load_task", "make_oracle", "make_tuner", "prepare", "run_search"]
 
 
 @dataclass
 class Task:
-    """A classification task for the search.
+    """A task for the search.
 
     Attributes:
         branches: dict modality -> untrained branch model.
         splits: dict `"train"`, `"validation"`, `"test"` -> `(inputs dict, labels)`.
-        num_classes: number of classes.
+        num_classes: number of classes (of labels for `"multilabel"`, of
+            targets for `"regression"`).
         name: the task's name (part of the keys of its cached branches and
             features, with a fingerprint of its data).
+        head: `"classification"` (class ids), `"multilabel"` (`(n, labels)`
+            0/1 columns) or `"regression"` (targets); it sets the loss, the
+            metrics and the objectives (`mmfusion.search.objectives`).
 
     Example (a task of your own; `run_search` accepts it):
 
@@ -62,10 +75,18 @@ class Task:
     splits: dict
     num_classes: int
     name: str = "custom"
+    head: str = "classification"
+
+    def __post_init__(self):
+        objectives(self.head)  # a known head
 
 
 class SettingsMismatchError(ValueError):
     """Raised when a search directory holds a search started with other settings."""
+
+
+class ParameterBudgetError(ValueError):
+    """Raised when no completed trial fits `run_search`'s `max_params`."""
 
 
 def load_task(name, seed=0, data_dir=None, width=1):
@@ -82,18 +103,18 @@ def load_task(name, seed=0, data_dir=None, width=1):
             cost more per end-to-end step, not per cached-feature step).
 
     Returns:
-        A `Task`.
+        A `Task`, its `head` that of the registered task.
 
     Example:
 
     >>> task = load_task("synthetic")
-    >>> {split: len(y) for split, (_, y) in task.splits.items()}, task.num_classes
-    ({'train': 1600, 'validation': 400, 'test': 1000}, 2)
+    >>> {split: len(y) for split, (_, y) in task.splits.items()}, task.num_classes, task.head
+    ({'train': 1600, 'validation': 400, 'test': 1000}, 2, 'classification')
     """
     definition = tasks.get(name)
     data = definition.data(data_dir=data_dir, seed=seed)
     return Task(definition.branches(data, width=width), data.splits, definition.num_outputs,
-                name=f"{name}-width{width}")
+                name=f"{name}-width{width}", head=definition.head)
 
 
 @dataclass
@@ -142,6 +163,8 @@ def _prepared_key(task, pretrain_epochs, seed, pretrain_fraction):
     settings = {"task": task.name, "data": _fingerprint(task), "seed": int(seed),
                 "pretrain_epochs": int(pretrain_epochs),
                 "pretrain_fraction": float(pretrain_fraction)}
+    if task.head != "classification":  # classification keys stay those of earlier searches
+        settings["head"] = task.head
     return settings, hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -150,7 +173,8 @@ def prepare(task, directory, pretrain_epochs=10, seed=0, pretrain_fraction=0.5,
     """Pretrains (or reloads) and freezes every branch, and caches its taps.
 
     The training split is cut in two (seeded): branches are pretrained on
-    the first part (`pretrain_fraction`) only, and candidates are trained on
+    the first part (`pretrain_fraction`) only, through a head of the task's
+    kind (`pretrain_branch`), and candidates are trained on
     features of the second part and selected on features of the validation
     split, neither seen by the branches (features of examples a branch was
     fitted on are over-confident). Everything is kept in
@@ -205,7 +229,7 @@ def prepare(task, directory, pretrain_epochs=10, seed=0, pretrain_fraction=0.5,
                f"on {cut} examples ...")
         keras.utils.set_random_seed(seed + i)
         pretrain_branch(branch, x[m][parts["pretrain"]], y[parts["pretrain"]], task.num_classes,
-                        epochs=pretrain_epochs, verbose=verbose)
+                        epochs=pretrain_epochs, verbose=verbose, head=task.head)
         save_weights(branch, path)
         report(f"branch {i}/{len(task.branches)} ({m}): done in "
                f"{time.perf_counter() - started:.1f} s")
@@ -256,16 +280,17 @@ def check_settings(path, settings, overwrite=False):
 
 def make_tuner(oracle, hypermodel, max_trials, directory, project_name="search", seed=0,
                overwrite=False, objective="val_accuracy", report=None, candidates_per_step=1,
-               architectures=None):
+               architectures=None, mfas_settings=None, measure_costs=False):
     """A `FusionTuner` with an MFAS, random-search, Bayesian-optimization or
-    one-shot oracle (`architectures`: see `make_oracle`).
+    one-shot oracle (`architectures`, `mfas_settings`: see `make_oracle`).
 
     Every oracle takes `seed` as a seed (0 included: identical runs propose
     identical trials). MFAS sizes its steps from the budget (see
     `MFASOracle`); Bayesian optimization starts with
     `mmfusion.search.baselines.default_initial_points(max_trials)` random
     trials. `report` (e.g. `print`) gets one progress line per trial.
-    `candidates_per_step` trials train together (see `FusionTuner`).
+    `candidates_per_step` trials train together and `measure_costs` records
+    each trial's parameters and latency (see `FusionTuner`).
 
     Example:
 
@@ -277,19 +302,35 @@ def make_tuner(oracle, hypermodel, max_trials, directory, project_name="search",
     ('RandomSearchOracle', 4)
     """
     common = dict(directory=directory, project_name=project_name, overwrite=overwrite,
-                  report=report, candidates_per_step=candidates_per_step)
+                  report=report, candidates_per_step=candidates_per_step,
+                  measure_costs=measure_costs)
     instance = make_oracle(oracle, hypermodel.space, max_trials, seed=seed, objective=objective,
-                           architectures=architectures)
+                           architectures=architectures, mfas_settings=mfas_settings)
     return FusionTuner(instance, hypermodel, **common)
 
 
 def make_oracle(oracle, space, max_trials, seed=0, objective="val_accuracy",
-                architectures=None):
+                architectures=None, mfas_settings=None):
     """An `MFASOracle`, a seeded, crash-safe random-search or
     Bayesian-optimization oracle (`mmfusion.search.baselines`), or for
     `"oneshot"` an `mmfusion.search.oneshot.ArchitectureOracle` retraining
     `architectures` (the discretized supernet of `search_oneshot`; then
     `max_trials` is their number).
+
+    Args:
+        oracle: `"mfas"`, `"random"`, `"bayesian"` or `"oneshot"`.
+        space: the `FusionSpace`.
+        max_trials: number of trials.
+        seed: the oracle's seed (0 is a seed).
+        objective: an objective name or `keras_tuner.Objective`.
+        architectures: the architectures `"oneshot"` retrains.
+        mfas_settings: dict of other `MFASOracle` arguments
+            (`MFAS_SETTINGS`: `initial_samples`, `samples_per_step`,
+            `temperature`, `min_temperature`, `surrogate_units`,
+            `surrogate_epochs`); MFAS only.
+
+    Returns:
+        A KerasTuner oracle.
 
     Example:
 
@@ -297,9 +338,20 @@ def make_oracle(oracle, space, max_trials, seed=0, objective="val_accuracy",
     >>> space = FusionSpace({"a": ["h", "vector"], "b": ["vector"]}, fusions=["concat"])
     >>> type(make_oracle("bayesian", space, 12)).__name__
     'BayesianOptimizationOracle'
+    >>> make_oracle("mfas", space, 12, mfas_settings={"samples_per_step": 3}).step_size()
+    3
     """
+    mfas_settings = dict(mfas_settings or {})
+    unknown = sorted(set(mfas_settings) - set(MFAS_SETTINGS))
+    if unknown:
+        raise ValueError(f"make_oracle: unknown MFAS setting(s) {', '.join(unknown)}; "
+                         f"available: {', '.join(MFAS_SETTINGS)}.")
+    if mfas_settings and oracle != "mfas":
+        raise ValueError(f"make_oracle: MFAS settings ({', '.join(sorted(mfas_settings))}) "
+                         f"only apply to oracle 'mfas', not '{oracle}'.")
     if oracle == "mfas":
-        return MFASOracle(space, objective=objective, max_trials=max_trials, seed=seed)
+        return MFASOracle(space, objective=objective, max_trials=max_trials, seed=seed,
+                          **mfas_settings)
     if oracle == "oneshot":
         if not architectures:
             raise ValueError("make_oracle: 'oneshot' retrains the architectures a supernet "
@@ -315,12 +367,20 @@ def make_oracle(oracle, space, max_trials, seed=0, objective="val_accuracy",
 def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epochs=5,
                batch_size=64, fusions=DEFAULT_FUSIONS, max_layers=2, seed=0,
                pretrain_epochs=10, overwrite=False, callbacks=None, units=(64,),
-               learning_rates=(1e-3,), candidates_per_step=1, supernet_epochs=10, verbose=1):
+               learning_rates=(1e-3,), candidates_per_step=1, supernet_epochs=10, verbose=1,
+               objective=None, mfas_settings=None, modality_dropout=None, max_params=None):
     """Searches a fusion architecture on cached features and exports the best model.
 
     Branches are pretrained on one part of the training split, candidates
     trained on features of the other part and selected on the validation
     split (see `prepare`); the exported model is evaluated on the test split.
+    The task's head sets the loss, the metrics and the default objective
+    (`mmfusion.search.objectives`: `val_accuracy` for classification,
+    `val_auc` for multilabel, `val_mse`, minimized, for regression). Every
+    trial records its fusion network's parameter count and latency
+    (`mmfusion.search.costs`); the result holds the Pareto fronts of the
+    objective against each, and is written to
+    `directory/results_<oracle>.json`.
 
     Args:
         task: a task name (see `load_task`) or a `Task`.
@@ -329,7 +389,7 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
             (`supernet_epochs`, `mmfusion.search.oneshot.search_oneshot`, with
             the first `units` and `learning_rates`; its files in
             `directory/oneshot-supernet/`), discretized, and the pick
-            retrained as one trial (`epochs`).
+            retrained as one trial (`epochs`); classification only.
         trials: number of trials (not used by `"oneshot"`: one retraining).
         directory: folder of the search (branches, features, trials, best model).
         epochs: training epochs of each trial.
@@ -351,12 +411,32 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
         supernet_epochs: supernet epochs of `"oneshot"`.
         verbose: 0 silent; 1 progress (pretraining, features, one line per
             trial with elapsed time and ETA) and a summary.
+        objective: what trials are selected on: None (the head's default)
+            or a name of `mmfusion.search.objectives.objectives(task.head)`.
+        mfas_settings: dict of `MFASOracle` settings (`MFAS_SETTINGS`), for
+            `"mfas"` only.
+        modality_dropout: `ModalityDropout` rate of every candidate (None:
+            0.25 with a presence-averaged objective `"val_presence_..."`,
+            else 0). A presence-averaged objective also gives candidates a
+            `presence` input and scores them on every presence pattern
+            (`mmfusion.search.presence`); it needs `candidates_per_step=1`.
+        max_params: export the best trial whose fusion network has at most
+            this many parameters (None: the best trial).
 
     Returns:
         A dict: `architecture` (readable), `values` (best hyperparameters),
-        `validation_accuracy`, `test_accuracy` (of the exported model on the
-        real branches) and `model_path`; with `"oneshot"` also `supernet`
-        (what `search_oneshot` returns, its cost included).
+        `objective` (its name), `validation_METRIC` (the best trial's
+        objective value) and `test_METRIC` (that metric of the exported
+        model, on the real branches, on the test split), `METRIC` the
+        objective's metric (`accuracy`, `auc`, `mse`, `loss`, ...), and
+        `model_path`, `trial_id`, `params` and `latency_ms` (of the exported
+        trial), `trials` (every completed trial, a dict `trial_id`,
+        `architecture`, the objective's name, `params`, `latency_ms`),
+        `pareto` (`{"params": [...], "latency_ms": [...]}`: the trials no
+        other trial beats on both the objective and that cost, by increasing
+        cost) and `results_path`; with
+        `"oneshot"` also `supernet` (what `search_oneshot` returns, its cost
+        included).
 
     Example (two quick trials on a small task of your own, see `Task`):
 
@@ -375,14 +455,31 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
     ...                     verbose=0)
     >>> keras.models.load_model(result["model_path"]).output_shape
     (None, 2)
+    >>> sorted(k for k in result if k.endswith("accuracy"))
+    ['test_accuracy', 'validation_accuracy']
     """
     task = load_task(task, seed) if isinstance(task, str) else task
+    objective = check_objective(objective, task.head)
+    if oracle == "oneshot" and task.head != "classification":
+        raise ValueError(f"run_search: the one-shot supernet trains a classifier; task "
+                         f"'{task.name}' has a {task.head} head: use oracle 'mfas', "
+                         "'random' or 'bayesian'.")
+    metric = metric_name(objective)
+    presence = objective.name.startswith(PRESENCE_PREFIX)
+    if presence and candidates_per_step != 1:
+        raise ValueError("run_search: a presence-averaged objective is computed by a per-trial "
+                         "callback; use candidates_per_step=1.")
+    if modality_dropout is None:
+        modality_dropout = 0.25 if presence else 0.0
     report = print if verbose else None
     settings = {
         "prepared": _prepared_key(task, pretrain_epochs, seed, 0.5)[1], "oracle": oracle,
         "trials": int(trials), "epochs": int(epochs),
         "batch_size": int(batch_size), "fusions": list(fusions), "max_layers": int(max_layers),
-        "seed": int(seed), "units": list(units), "learning_rates": list(learning_rates)}
+        "seed": int(seed), "units": list(units), "learning_rates": list(learning_rates),
+        "objective": objective.name, "modality_dropout": float(modality_dropout)}
+    if mfas_settings:
+        settings["mfas"] = dict(mfas_settings)
     if oracle == "oneshot":
         settings.pop("trials")
         settings["supernet_epochs"] = int(supernet_epochs)
@@ -392,7 +489,8 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
     features, labels = prepared.features, prepared.labels
     hypermodel = FusionHyperModel(feature_branches(features["train"]), task.num_classes,
                                   fusions=fusions, max_layers=max_layers, units=units,
-                                  learning_rates=learning_rates, fit_verbose=0)
+                                  learning_rates=learning_rates, fit_verbose=0, head=task.head,
+                                  presence=presence, modality_dropout=modality_dropout)
     supernet = None
     if oracle == "oneshot":
         supernet = search_oneshot(hypermodel.space, features["train"], labels["train"],
@@ -402,36 +500,93 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
                                   learning_rate=learning_rates[0], seed=seed,
                                   overwrite=overwrite, report=report)
     tuner = make_tuner(oracle, hypermodel, trials, directory, project_name=oracle,
-                       seed=seed, overwrite=overwrite, report=report,
+                       seed=seed, overwrite=overwrite, report=report, objective=objective,
                        candidates_per_step=candidates_per_step,
-                       architectures=supernet and [supernet["architecture"]])
-    tuner.search(pack(features["train"]), labels["train"], epochs=epochs,
-                 batch_size=batch_size, callbacks=list(callbacks or []), verbose=0,
-                 validation_data=(pack(features["validation"]), labels["validation"]))
-    best_hp = tuner.get_best_hyperparameters()[0]
+                       architectures=supernet and [supernet["architecture"]],
+                       mfas_settings=mfas_settings, measure_costs=True)
+    x, validation_x = pack(features["train"]), pack(features["validation"])
+    modalities = list(hypermodel.space.modalities)
+    callbacks = list(callbacks or [])
+    if presence:
+        x, validation_x = with_presence(x, modalities), with_presence(validation_x, modalities)
+        callbacks.insert(0, PresenceAveraged(validation_x, labels["validation"], modalities))
+    tuner.search(x, labels["train"], epochs=epochs, batch_size=batch_size, callbacks=callbacks,
+                 verbose=0, validation_data=(validation_x, labels["validation"]))
+    entries = _trial_entries(tuner, objective)
+    chosen = _choose(entries, objective, max_params)
+    best_hp = tuner.oracle.trials[chosen["trial_id"]].hyperparameters
     model = hypermodel.with_branches(task.branches).build(best_hp)
     with warnings.catch_warnings():  # the trial checkpoints hold no optimizer state
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        transfer_weights(tuner.get_best_models()[0], model)
+        transfer_weights(tuner.load_model(tuner.oracle.trials[chosen["trial_id"]]), model)
     model.optimizer.build(model.trainable_variables)  # saved built: reloads without warnings
     path = os.path.join(directory, f"best_{oracle}.keras")
     model.save(path)
     inputs, y = task.splits["test"]
+    if presence:
+        test_score = presence_averaged(model, inputs, y, modalities)[metric]
+    else:
+        test_score = model.evaluate(inputs, y, batch_size=256, verbose=0,
+                                    return_dict=True)[metric]
+    scores, direction = [e[objective.name] for e in entries], objective.direction
+    pareto = {cost: [entries[i] for i in pareto_front(scores, [e[cost] for e in entries],
+                                                      direction)]
+              for cost in ("params", "latency_ms")}
     result = {
-        "architecture": hypermodel.space.describe(hypermodel.space.architecture(best_hp.values)),
+        "architecture": chosen["architecture"],
         "values": dict(best_hp.values),
-        "validation_accuracy": float(tuner.oracle.get_best_trials()[0].score),
-        "test_accuracy": float(model.evaluate(inputs, y, batch_size=256, verbose=0,
-                                              return_dict=True)["accuracy"]),
+        "objective": objective.name,
+        f"validation_{metric}": chosen[objective.name],
+        f"test_{metric}": float(test_score),
         "model_path": path,
+        "trial_id": chosen["trial_id"], "params": chosen["params"],
+        "latency_ms": chosen["latency_ms"], "max_params": max_params, "trials": entries,
+        "pareto": pareto,
+        "results_path": os.path.join(directory, f"results_{oracle}.json"),
     }
     if supernet is not None:
         result["supernet"] = supernet
+    write_json(result["results_path"], result)
     if verbose:
-        print(f"best architecture: {result['architecture']}")
+        print(f"best architecture{'' if max_params is None else f' (<= {max_params} params)'}: "
+              f"{result['architecture']}")
         print(f"units={best_hp['units']} learning_rate={best_hp['learning_rate']} "
-              f"validation accuracy {result['validation_accuracy']:.4f} "
-              f"test accuracy {result['test_accuracy']:.4f}")
-        print(f"best model (real branches + searched fusion): {path}")
+              f"validation {metric} {result[f'validation_{metric}']:.4f} "
+              f"test {metric} {result[f'test_{metric}']:.4f} "
+              f"({chosen['params']} params, {chosen['latency_ms']:.2f} ms per batch of "
+              f"{LATENCY_BATCH})")
+        for cost, front in pareto.items():
+            print(f"Pareto front, {objective.name} vs {cost}: " + "; ".join(
+                f"{e[objective.name]:.4f} at {e[cost]:g} (id {e['trial_id']})" for e in front))
+        print(f"best model (real branches + searched fusion): {path}; results: "
+              f"{result['results_path']}")
     return result
 
+
+def _trial_entries(tuner, objective):
+    """One dict per completed trial with a score: `trial_id`, `architecture`,
+    the objective's value, `params` and `latency_ms`, in the order they ended."""
+    space, entries = tuner.hypermodel.space, []
+    for trial_id in tuner.oracle.end_order:
+        trial = tuner.oracle.trials[trial_id]
+        if trial.status != "COMPLETED" or trial.score is None or not np.isfinite(trial.score):
+            continue
+        entries.append({"trial_id": trial_id,
+                        "architecture": space.describe(space.architecture(
+                            trial.hyperparameters.values)),
+                        objective.name: float(trial.score),
+                        **{cost: float(trial.metrics.get_last_value(cost))
+                           for cost in ("params", "latency_ms")}})
+    return entries
+
+
+def _choose(entries, objective, max_params=None):
+    """The best entry (of `_trial_entries`), among those within `max_params`."""
+    allowed = [e for e in entries if max_params is None or e["params"] <= max_params]
+    if not allowed:
+        fewest = min(e["params"] for e in entries) if entries else None
+        raise ParameterBudgetError(f"run_search: no completed trial has at most "
+                                   f"max_params={max_params} parameters (the smallest has "
+                                   f"{fewest}).")
+    sign = 1.0 if objective.direction == "max" else -1.0
+    return max(allowed, key=lambda e: sign * e[objective.name])

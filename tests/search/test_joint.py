@@ -99,3 +99,34 @@ def test_per_trial_callbacks_need_one_candidate_per_step(tmp_path):
     tuner = make_tuner("random", hypermodel, 2, str(tmp_path), candidates_per_step=2)
     with pytest.raises(ValueError, match="per-trial callbacks"):
         tuner.search(pack(taps), y, epochs=1, callbacks=[keras.callbacks.TerminateOnNaN()])
+
+
+@pytest.mark.parametrize("candidates_per_step", [1, 2])
+def test_tf_data_inputs_give_the_scores_and_weights_of_arrays(tmp_path, candidates_per_step):
+    import tensorflow as tf
+
+    taps, y = features(64)
+    x = pack(taps)
+    validation_taps, validation_y = features(32, seed=1)
+    validation = (pack(validation_taps), validation_y)
+    runs = {}
+    for kind in ("arrays", "dataset"):
+        hypermodel = FusionHyperModel(feature_branches(taps), 2, fusions=["concat", "gmu"],
+                                      max_layers=1, units=(4,), learning_rates=(1e-2, 3e-3),
+                                      fit_verbose=0)
+        tuner = make_tuner("random", hypermodel, 2, str(tmp_path / kind), seed=7,
+                           candidates_per_step=candidates_per_step)
+        keras.utils.set_random_seed(3)
+        if kind == "arrays":
+            tuner.search(x, y, epochs=2, batch_size=16, shuffle=False,
+                         validation_data=validation)
+        else:
+            tuner.search(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), epochs=2,
+                         validation_data=tf.data.Dataset.from_tensor_slices(validation).batch(16))
+        trials = [tuner.oracle.trials[i] for i in tuner.oracle.end_order]
+        assert len(trials) == 2 and all(t.status == "COMPLETED" for t in trials)
+        runs[kind] = [(t.score, tuner.load_model(t).get_weights()) for t in trials]
+    for (score, weights), (expected_score, expected) in zip(runs["dataset"], runs["arrays"]):
+        assert score == pytest.approx(expected_score, abs=1e-6)
+        for w, e in zip(weights, expected):
+            np.testing.assert_allclose(w, e, rtol=0, atol=1e-6)
