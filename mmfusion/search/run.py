@@ -428,7 +428,8 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
         `objective` (its name), `validation_METRIC` (the best trial's
         objective value) and `test_METRIC` (that metric of the exported
         model, on the real branches, on the test split), `METRIC` the
-        objective's metric (`accuracy`, `auc`, `mse`, `loss`, ...), and
+        objective's metric (`accuracy`, `auc`, `mse`, `loss`, ...;
+        `presence_accuracy` ... for a presence-averaged objective), and
         `model_path`, `trial_id`, `params` and `latency_ms` (of the exported
         trial), `trials` (every completed trial, a dict `trial_id`,
         `architecture`, the objective's name, `params`, `latency_ms`),
@@ -466,6 +467,7 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
                          "'random' or 'bayesian'.")
     metric = metric_name(objective)
     presence = objective.name.startswith(PRESENCE_PREFIX)
+    label = f"presence_{metric}" if presence else metric  # of the result's keys
     if presence and candidates_per_step != 1:
         raise ValueError("run_search: a presence-averaged objective is computed by a per-trial "
                          "callback; use candidates_per_step=1.")
@@ -536,8 +538,8 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
         "architecture": chosen["architecture"],
         "values": dict(best_hp.values),
         "objective": objective.name,
-        f"validation_{metric}": chosen[objective.name],
-        f"test_{metric}": float(test_score),
+        f"validation_{label}": chosen[objective.name],
+        f"test_{label}": float(test_score),
         "model_path": path,
         "trial_id": chosen["trial_id"], "params": chosen["params"],
         "latency_ms": chosen["latency_ms"], "max_params": max_params, "trials": entries,
@@ -551,13 +553,13 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
         print(f"best architecture{'' if max_params is None else f' (<= {max_params} params)'}: "
               f"{result['architecture']}")
         print(f"units={best_hp['units']} learning_rate={best_hp['learning_rate']} "
-              f"validation {metric} {result[f'validation_{metric}']:.4f} "
-              f"test {metric} {result[f'test_{metric}']:.4f} "
+              f"validation {label} {result[f'validation_{label}']:.4f} "
+              f"test {label} {result[f'test_{label}']:.4f} "
               f"({chosen['params']} params, {chosen['latency_ms']:.2f} ms per batch of "
               f"{LATENCY_BATCH})")
         for cost, front in pareto.items():
             print(f"Pareto front, {objective.name} vs {cost}: " + "; ".join(
-                f"{e[objective.name]:.4f} at {e[cost]:g} (id {e['trial_id']})" for e in front))
+                f"{e[objective.name]:.4f} at {e[cost]:.4g} (id {e['trial_id']})" for e in front))
         print(f"best model (real branches + searched fusion): {path}; results: "
               f"{result['results_path']}")
     return result
@@ -575,8 +577,8 @@ def _trial_entries(tuner, objective):
                         "architecture": space.describe(space.architecture(
                             trial.hyperparameters.values)),
                         objective.name: float(trial.score),
-                        **{cost: float(trial.metrics.get_last_value(cost))
-                           for cost in ("params", "latency_ms")}})
+                        "params": int(trial.metrics.get_last_value("params")),
+                        "latency_ms": float(trial.metrics.get_last_value("latency_ms"))})
     return entries
 
 

@@ -58,6 +58,7 @@ def test_a_search_selects_and_exports_on_the_presence_average(tmp_path):
     model = keras.models.load_model(result["model_path"])
     assert "presence" in [t.name for t in model.inputs]
     inputs, y = task.splits["test"]
-    assert result["test_accuracy"] == pytest.approx(
+    assert result["test_presence_accuracy"] == pytest.approx(
         brute_force_accuracy(model, inputs, y, ["a", "b"]), abs=1e-6)
-    assert 0.5 < result["validation_accuracy"] <= 1.0
+    assert 0.5 < result["validation_presence_accuracy"] <= 1.0
+    assert not any(key.endswith("_accuracy") and "presence" not in key for key in result)
