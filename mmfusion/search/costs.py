@@ -54,18 +54,21 @@ def measure_latency(model, x, repeats=LATENCY_REPEATS):
     return 1000.0 * statistics.median(seconds)
 
 
-def pareto_front(scores, costs, direction="max"):
+def pareto_front(scores, costs, direction="max", decimals=6):
     """Indices of the points no other point dominates, by increasing cost.
 
     Point `j` dominates point `i` when its score is at least as good (higher
     for `direction="max"`, lower for `"min"`), its cost at most as high, and
     one of them strictly better. Equal points do not dominate each other
-    (both stay).
+    (both stay). Scores are compared rounded to `decimals` decimals: Keras
+    metrics are float32, and means of them that are equal in exact
+    arithmetic (e.g. over presence patterns) can differ in the last bits.
 
     Args:
         scores: the objective values.
         costs: the costs (parameters, milliseconds), lower is better.
         direction: `"max"` or `"min"`, the objective's direction.
+        decimals: the scores' precision (None: exact comparisons).
 
     Returns:
         A list of indices into `scores`, sorted by cost (then by score, best first).
@@ -76,6 +79,8 @@ def pareto_front(scores, costs, direction="max"):
     [1, 0, 2]
     """
     scores = np.asarray(scores, "float64") * (1.0 if direction == "max" else -1.0)
+    if decimals is not None:
+        scores = np.round(scores, decimals)
     costs = np.asarray(costs, "float64")
     if scores.shape != costs.shape or scores.ndim != 1:
         raise ValueError(f"pareto_front: scores and costs must be two 1-D sequences of the same "

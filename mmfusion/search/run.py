@@ -559,7 +559,9 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
               f"{LATENCY_BATCH})")
         for cost, front in pareto.items():
             print(f"Pareto front, {objective.name} vs {cost}: " + "; ".join(
-                f"{e[objective.name]:.4f} at {e[cost]:.4g} (id {e['trial_id']})" for e in front))
+                f"{e[objective.name]:.4f} at "
+                + (f"{e[cost]:d}" if cost == "params" else f"{e[cost]:.3f} ms")
+                + f" (id {e['trial_id']})" for e in front))
         print(f"best model (real branches + searched fusion): {path}; results: "
               f"{result['results_path']}")
     return result

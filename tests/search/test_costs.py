@@ -67,3 +67,9 @@ def test_trials_record_costs_and_the_results_hold_the_fronts(tmp_path):
     assert budgeted["params"] <= budget
     with pytest.raises(ParameterBudgetError, match="no completed trial has at most"):
         search(tabular_task("classification"), tmp_path, max_params=1)
+
+
+def test_scores_equal_up_to_float32_noise_tie():
+    scores = [0.8275, 0.8275 + 3e-8, 0.2]  # two means of float32 accuracies, equal exactly
+    assert pareto_front(scores, [1.0, 2.0, 0.5]) == [2, 0]
+    assert pareto_front(scores, [1.0, 2.0, 0.5], decimals=None) == [2, 0, 1]
