@@ -7,8 +7,8 @@ import keras_tuner
 
 from mmfusion.branches import tap_shapes
 from mmfusion.compose import build_fusion_model
-from mmfusion.search.costs import LATENCY_BATCH, measure_latency
 from mmfusion.files import write_json
+from mmfusion.search.costs import LATENCY_BATCH, measure_latency
 from mmfusion.search.joint import train_jointly
 from mmfusion.search.objectives import head_loss, head_metrics
 from mmfusion.search.oracle import MFASOracle
@@ -72,6 +72,14 @@ class FusionHyperModel(keras_tuner.HyperModel):
     >>> model = hypermodel.build(keras_tuner.HyperParameters())
     >>> model.output_shape
     (None, 2)
+
+    A regression search (one target) with a presence input:
+
+    >>> regression = FusionHyperModel(hypermodel.branches, 1, fusions=["concat"], max_layers=1,
+    ...                               head="regression", presence=True)
+    >>> model = regression.build(keras_tuner.HyperParameters())
+    >>> model.output_shape, sorted(t.name for t in model.inputs), model.loss
+    ((None, 1), ['a', 'b', 'presence'], 'mean_squared_error')
     """
 
     def __init__(self, branches, num_classes, space=None, fusions=None,
