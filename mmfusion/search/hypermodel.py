@@ -9,7 +9,7 @@ from mmfusion.branches import tap_shapes
 from mmfusion.compose import build_fusion_model
 from mmfusion.files import write_json
 from mmfusion.search.costs import LATENCY_BATCH, measure_latency
-from mmfusion.search.joint import train_jointly
+from mmfusion.search.joint import is_dataset, train_jointly
 from mmfusion.search.objectives import head_loss, head_metrics
 from mmfusion.search.oracle import MFASOracle
 from mmfusion.search.space import FusionSpace
@@ -302,7 +302,7 @@ class FusionTuner(keras_tuner.Tuner):
         to every epoch of its histories, so KerasTuner records them with the
         objective (and sends them to the chief in a distributed search)."""
         model = self.hypermodel.build(trial.hyperparameters)
-        if hasattr(x, "element_spec"):  # a tf.data.Dataset: its first batch
+        if is_dataset(x):  # its first batch
             batch = next(iter(x))[0]
         else:
             batch = keras.tree.map_structure(lambda a: a[:LATENCY_BATCH], x)

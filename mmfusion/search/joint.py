@@ -14,7 +14,7 @@ about the cost of one training run.
 
 import keras
 
-__all__ = ["train_jointly", "candidate_key"]
+__all__ = ["candidate_key", "is_dataset", "train_jointly"]
 
 
 def candidate_key(metric, output, n_outputs=2):
@@ -60,10 +60,17 @@ class _BestEpochs(keras.callbacks.Callback):
 
 def _pair(data):
     """`(x, y)` of validation data given as a pair or as a dataset."""
-    return (data, None) if _is_dataset(data) else (data[0], data[1])
+    return (data, None) if is_dataset(data) else (data[0], data[1])
 
 
-def _is_dataset(x):
+def is_dataset(x):
+    """Whether `x` is a `tf.data.Dataset` (without importing TensorFlow).
+
+    >>> import numpy as np
+    >>> import tensorflow as tf
+    >>> is_dataset(tf.data.Dataset.range(3)), is_dataset(np.arange(3))
+    (True, False)
+    """
     return type(x).__module__.startswith("tensorflow") and hasattr(x, "element_spec")
 
 
@@ -71,7 +78,7 @@ def _per_output(x, y, outputs):
     """Inputs and targets with the targets repeated for every output: arrays
     as `(x, {output: y})`, a `tf.data.Dataset` of `(x, y)` mapped to
     `(x, {output: y})` batches (`y` then None)."""
-    if _is_dataset(x):
+    if is_dataset(x):
         return x.map(lambda inputs, labels: (inputs, {name: labels for name in outputs})), None
     return x, {name: y for name in outputs}
 

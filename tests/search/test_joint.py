@@ -101,6 +101,7 @@ def test_per_trial_callbacks_need_one_candidate_per_step(tmp_path):
         tuner.search(pack(taps), y, epochs=1, callbacks=[keras.callbacks.TerminateOnNaN()])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("candidates_per_step", [1, 2])
 def test_tf_data_inputs_give_the_scores_and_weights_of_arrays(tmp_path, candidates_per_step):
     import tensorflow as tf
@@ -115,7 +116,7 @@ def test_tf_data_inputs_give_the_scores_and_weights_of_arrays(tmp_path, candidat
                                       max_layers=1, units=(4,), learning_rates=(1e-2, 3e-3),
                                       fit_verbose=0)
         tuner = make_tuner("random", hypermodel, 2, str(tmp_path / kind), seed=7,
-                           candidates_per_step=candidates_per_step)
+                           candidates_per_step=candidates_per_step, measure_costs=True)
         keras.utils.set_random_seed(3)
         if kind == "arrays":
             tuner.search(x, y, epochs=2, batch_size=16, shuffle=False,
@@ -125,8 +126,11 @@ def test_tf_data_inputs_give_the_scores_and_weights_of_arrays(tmp_path, candidat
                          validation_data=tf.data.Dataset.from_tensor_slices(validation).batch(16))
         trials = [tuner.oracle.trials[i] for i in tuner.oracle.end_order]
         assert len(trials) == 2 and all(t.status == "COMPLETED" for t in trials)
-        runs[kind] = [(t.score, tuner.load_model(t).get_weights()) for t in trials]
-    for (score, weights), (expected_score, expected) in zip(runs["dataset"], runs["arrays"]):
-        assert score == pytest.approx(expected_score, abs=1e-6)
+        assert all(t.metrics.get_last_value("latency_ms") > 0 for t in trials)
+        runs[kind] = [(t.score, t.metrics.get_last_value("params"),
+                       tuner.load_model(t).get_weights()) for t in trials]
+    for (score, params, weights), (expected_score, expected_params, expected) in zip(
+            runs["dataset"], runs["arrays"]):
+        assert score == pytest.approx(expected_score, abs=1e-6) and params == expected_params
         for w, e in zip(weights, expected):
             np.testing.assert_allclose(w, e, rtol=0, atol=1e-6)
