@@ -586,9 +586,12 @@ def _trial_entries(tuner, objective):
 
 def _choose(entries, objective, max_params=None):
     """The best entry (of `_trial_entries`), among those within `max_params`."""
+    if not entries:
+        raise ValueError("run_search: no trial completed with a finite score; see the "
+                         "trials' messages in their trial.json files.")
     allowed = [e for e in entries if max_params is None or e["params"] <= max_params]
     if not allowed:
-        fewest = min(e["params"] for e in entries) if entries else None
+        fewest = min(e["params"] for e in entries)
         raise ParameterBudgetError(f"run_search: no completed trial has at most "
                                    f"max_params={max_params} parameters (the smallest has "
                                    f"{fewest}).")
