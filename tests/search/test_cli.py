@@ -27,6 +27,7 @@ def test_search_command_prints_and_exports_best(tmp_path, capsys):
     assert "started with other settings: trials=3 (it has 2)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_search_command_on_a_regression_task_with_mfas_settings(tmp_path, capsys, monkeypatch):
     import json
 
