@@ -1,6 +1,7 @@
 """`FusionHyperModel` (the fusion search space as a KerasTuner hypermodel) and `MFASTuner`."""
 
 import time
+import zlib
 
 import keras
 import keras_tuner
@@ -183,6 +184,11 @@ class FusionTuner(keras_tuner.Tuner):
     (`mmfusion.search.state`); and `report` gets one line per trial:
     `trial i/N [elapsed, ETA]: architecture units=... -> objective value`.
 
+    Every trial's weights and training randomness are seeded from the
+    oracle's seed and the trial id (`trial_seed`), so an identical run
+    gives identical scores, whatever ran before in the process (pretraining
+    or loading cached branches, other searches).
+
     With `candidates_per_step=K > 1` it asks the oracle for up to K trials
     at a time (as K tuners would: tuner ids `"{tuner_id}-0"` ...) and trains
     them together in one compiled model (`mmfusion.search.joint`; the
@@ -277,7 +283,10 @@ class FusionTuner(keras_tuner.Tuner):
         paths = [self._get_checkpoint_fname(trial.trial_id) for trial in trials]
         fit_kwargs = {k: v for k, v in fit_kwargs.items() if k != "callbacks"}
         try:
-            models = [self.hypermodel.build(hp) for hp in hps]
+            models = []
+            for trial, hp in zip(trials, hps):
+                keras.utils.set_random_seed(self.trial_seed(trial))
+                models.append(self.hypermodel.build(hp))
             histories = self.hypermodel.fit_jointly(
                 hps, models, *fit_args, save_best=lambda i: save_weights(models[i], paths[i]),
                 monitor=self.oracle.objective.name, mode=self.oracle.objective.direction,
@@ -286,8 +295,13 @@ class FusionTuner(keras_tuner.Tuner):
             histories = [error] * len(trials)
         self._trained = {trial.trial_id: h for trial, h in zip(trials, histories)}
 
+    def trial_seed(self, trial):
+        """The seed of `trial`: a hash of the oracle's seed and the trial id."""
+        return zlib.crc32(f"{self.oracle.seed}|{trial.trial_id}".encode()) % (2 ** 31)
+
     def run_trial(self, trial, *args, **kwargs):
         if trial.trial_id not in self._trained:
+            keras.utils.set_random_seed(self.trial_seed(trial))
             result = super().run_trial(trial, *args, **kwargs)
         else:
             result = self._trained.pop(trial.trial_id)

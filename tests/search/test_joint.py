@@ -134,3 +134,18 @@ def test_tf_data_inputs_give_the_scores_and_weights_of_arrays(tmp_path, candidat
         assert score == pytest.approx(expected_score, abs=1e-6) and params == expected_params
         for w, e in zip(weights, expected):
             np.testing.assert_allclose(w, e, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("candidates_per_step", [1, 2])
+def test_identical_runs_give_identical_scores_whatever_ran_before(tmp_path, candidates_per_step):
+    """Trials are seeded from the oracle's seed and the trial id, not from the
+    process's random state (which pretraining or a cache hit leaves different)."""
+    scores = []
+    for run, noise in enumerate((0, 12345)):
+        keras.utils.set_random_seed(noise)  # what ran before differs
+        tuner, x, y = hypermodel_and_tuner(tmp_path / f"run{run}", candidates_per_step, trials=2)
+        validation_taps, validation_y = features(48, seed=1)
+        tuner.search(x, y, epochs=2, batch_size=32,
+                     validation_data=(pack(validation_taps), validation_y))
+        scores.append([tuner.oracle.trials[i].score for i in tuner.oracle.end_order])
+    assert len(scores[0]) == 2 and scores[0] == scores[1]
