@@ -403,26 +403,31 @@ def plot(tasks, path):
     """Per task: the pick's ground-truth percentile and test accuracy vs budget, per oracle."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5 * len(tasks), 7), layout="constrained")
-    axes = fig.subplots(2, len(tasks), squeeze=False)
+    fig = Figure(figsize=(5 * len(tasks), 10), layout="constrained")
+    axes = fig.subplots(3, len(tasks), squeeze=False)
     for column, result in enumerate(tasks):
         budgets = sorted({int(name.split("/")[0]) for name in result["groups"]})
         for oracle in result["oracles"]:
-            for row, field in enumerate(("pick_percentile", "pick_test")):
-                cells = [result["groups"][f"{b}/{oracle}"][field] for b in budgets]
-                mean, half = np.array(cells).T
+            for row, field in enumerate(("pick_percentile", "pick_test",
+                                         "trials_to_top5_median")):
+                cells = np.array([result["groups"][f"{b}/{oracle}"][field] for b in budgets])
+                if field.endswith("median"):  # (median, low, high)
+                    centre, low, high = cells.T
+                else:  # (mean, half-width)
+                    centre, low, high = cells[:, 0], cells[:, 0] - cells[:, 1], cells.sum(1)
                 ax = axes[row, column]
-                ax.plot(budgets, mean, marker="o", label=oracle)
-                ax.fill_between(budgets, mean - half, mean + half, alpha=0.2)
+                ax.plot(budgets, centre, marker="o", label=oracle)
+                ax.fill_between(budgets, low, high, alpha=0.2)
         axes[0, column].set_title(f"{result['task']} ({result['noise']['architectures']} "
                                   f"architectures x {result['noise']['seeds']} seeds)")
-        axes[0, column].set_ylabel("pick's ground-truth percentile")
-        axes[1, column].set_ylabel("pick's test accuracy (GT mean)")
+        axes[0, column].set_ylabel("pick's ground-truth percentile (mean)")
+        axes[1, column].set_ylabel("pick's test accuracy (GT mean; mean)")
+        axes[2, column].set_ylabel("trials to the GT top 5 % (median;\nnot reached = budget + 1)")
         for ax in axes[:, column]:
             ax.set_xlabel("budget (trials)")
             ax.set_xticks(budgets)
             ax.grid(alpha=0.3)
-            ax.legend(title="mean, 95 % band")
+            ax.legend(title="95 % bands")
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"), suffix=".png")
 
 
