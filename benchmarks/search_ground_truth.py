@@ -340,31 +340,30 @@ def large_searches(prepared, task, args, report=print):
                                   fusions=args.fusions, max_layers=2, units=(64,),
                                   learning_rates=(1e-3,), fit_verbose=0)
     x = {split: pack(f) for split, f in prepared.features.items()}
-    for oracle in args.large_oracles:
-        for seed in args.large_seeds:
-            name = f"{oracle}/{seed}"
-            if name in done:
-                continue
-            started = time.process_time()
-            tuner = make_tuner(oracle, hypermodel, args.large_budget,
-                               os.path.join(args.output, "large"), project_name=f"{oracle}-{seed}",
-                               seed=seed, candidates_per_step=args.candidates_per_step)
-            tuner.search(x["train"], prepared.labels["train"], epochs=args.epochs, batch_size=64,
-                         verbose=0,
-                         validation_data=(x["validation"], prepared.labels["validation"]))
-            best = tuner.oracle.get_best_trials()[0]
-            model = tuner.load_model(best)
-            test = model.evaluate(x["test"], prepared.labels["test"], batch_size=1024, verbose=0,
-                                  return_dict=True)["accuracy"]
-            done[name] = {"oracle": oracle, "seed": seed, "validation": float(best.score),
-                          "test": float(test),
-                          "architecture": hypermodel.space.describe(
-                              hypermodel.space.architecture(best.hyperparameters.values)),
-                          "trials": len(tuner.oracle.trials),
-                          "cpu_seconds": time.process_time() - started}
-            write_json(path, done)
-            report(json.dumps(done[name]))
-            keras.backend.clear_session()
+    for seed, oracle in itertools.product(args.large_seeds, args.large_oracles):  # seed by seed
+        name = f"{oracle}/{seed}"
+        if name in done:
+            continue
+        started = time.process_time()
+        tuner = make_tuner(oracle, hypermodel, args.large_budget,
+                           os.path.join(args.output, "large"), project_name=f"{oracle}-{seed}",
+                           seed=seed, candidates_per_step=args.candidates_per_step)
+        tuner.search(x["train"], prepared.labels["train"], epochs=args.epochs, batch_size=64,
+                     verbose=0,
+                     validation_data=(x["validation"], prepared.labels["validation"]))
+        best = tuner.oracle.get_best_trials()[0]
+        model = tuner.load_model(best)
+        test = model.evaluate(x["test"], prepared.labels["test"], batch_size=1024, verbose=0,
+                              return_dict=True)["accuracy"]
+        done[name] = {"oracle": oracle, "seed": seed, "validation": float(best.score),
+                      "test": float(test),
+                      "architecture": hypermodel.space.describe(
+                          hypermodel.space.architecture(best.hyperparameters.values)),
+                      "trials": len(tuner.oracle.trials),
+                      "cpu_seconds": time.process_time() - started}
+        write_json(path, done)
+        report(json.dumps(done[name]))
+        keras.backend.clear_session()
     groups = {}
     for oracle in args.large_oracles:
         runs = [r for r in done.values() if r["oracle"] == oracle and r["seed"] in args.large_seeds]
