@@ -145,7 +145,7 @@ class Prepared:
 
 
 def _fingerprint(task):
-    """Hash of a task's name, data and (untrained) branch architectures."""
+    """Hash of a task's name, data and branch architectures."""
     digest = hashlib.sha256(task.name.encode())
     for split in sorted(task.splits):
         inputs, labels = task.splits[split]
@@ -155,8 +155,19 @@ def _fingerprint(task):
             digest.update(x.tobytes() if x.dtype != object else repr(x.tolist()).encode())
         digest.update(np.ascontiguousarray(labels).tobytes())
     for m in sorted(task.branches):
-        digest.update(task.branches[m].to_json().encode())
+        digest.update(json.dumps(_architecture(json.loads(task.branches[m].to_json())),
+                                 sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+def _architecture(config):
+    """A model's JSON config without its `trainable` flags (which `prepare`
+    clears when it freezes a pretrained branch: the same task stays the same)."""
+    if isinstance(config, dict):
+        return {k: _architecture(v) for k, v in config.items() if k != "trainable"}
+    if isinstance(config, list):
+        return [_architecture(v) for v in config]
+    return config
 
 
 def _prepared_key(task, pretrain_epochs, seed, pretrain_fraction):

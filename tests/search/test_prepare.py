@@ -66,6 +66,19 @@ def test_caches_keyed_by_seed_and_settings(tmp_path):
         np.testing.assert_array_equal(again.features["validation"]["a"][tap], x)
 
 
+def test_the_same_task_object_searches_twice(tmp_path):
+    """Pretraining freezes the task's branches in place; the task keeps its key,
+    so a second search on it reuses the pretrained branches (no settings error)."""
+    task = distinct_task()
+    settings = dict(trials=1, directory=str(tmp_path), epochs=1, fusions=["concat"],
+                    max_layers=1, pretrain_epochs=1, verbose=0)
+    first = run_search(task, "random", **settings)
+    assert not task.branches["a"].trainable
+    second = run_search(task, "mfas", **settings)
+    assert len(glob.glob(os.path.join(tmp_path, "prepared", "*"))) == 1
+    assert first["model_path"] != second["model_path"]
+
+
 def test_resuming_with_other_settings_is_an_error_and_progress_is_reported(tmp_path, capsys):
     settings = dict(oracle="random", trials=2, directory=str(tmp_path), epochs=1,
                     fusions=["concat"], max_layers=1, pretrain_epochs=1)
