@@ -311,17 +311,22 @@ class FusionTuner(keras_tuner.Tuner):
             self._add_costs(trial, result, args[0] if args else kwargs["x"])
         return result
 
-    def _add_costs(self, trial, result, x):
-        """Adds the trial's `params` and `latency_ms` (`mmfusion.search.costs`)
-        to every epoch of its histories, so KerasTuner records them with the
-        objective (and sends them to the chief in a distributed search)."""
+    def trial_costs(self, trial, x):
+        """`{"params", "latency_ms"}` of a trial's fusion network
+        (`mmfusion.search.costs`), timed on the first rows of the training
+        inputs `x` (arrays or a batched `tf.data.Dataset`)."""
         model = self.hypermodel.build(trial.hyperparameters)
         if is_dataset(x):  # its first batch
             batch = next(iter(x))[0]
         else:
             batch = keras.tree.map_structure(lambda a: a[:LATENCY_BATCH], x)
-        costs = {"params": float(model.count_params()),
-                 "latency_ms": measure_latency(model, batch)}
+        return {"params": float(model.count_params()), "latency_ms": measure_latency(model, batch)}
+
+    def _add_costs(self, trial, result, x):
+        """Adds the trial's costs (`trial_costs`) to every epoch of its
+        histories, so KerasTuner records them with the objective (and sends
+        them to the chief in a distributed search)."""
+        costs = self.trial_costs(trial, x)
         for history in result if isinstance(result, list) else [result]:
             epochs = len(next(iter(history.history.values())))
             history.history.update({k: [v] * epochs for k, v in costs.items()})

@@ -525,7 +525,7 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
         callbacks.insert(0, PresenceAveraged(validation_x, labels["validation"], modalities))
     tuner.search(x, labels["train"], epochs=epochs, batch_size=batch_size, callbacks=callbacks,
                  verbose=0, validation_data=(validation_x, labels["validation"]))
-    entries = _trial_entries(tuner, objective)
+    entries = _trial_entries(tuner, objective, x)
     chosen = _choose(entries, objective, max_params)
     best_hp = tuner.oracle.trials[chosen["trial_id"]].hyperparameters
     model = hypermodel.with_branches(task.branches).build(best_hp)
@@ -578,20 +578,26 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
     return result
 
 
-def _trial_entries(tuner, objective):
+def _trial_entries(tuner, objective, x):
     """One dict per completed trial with a score: `trial_id`, `architecture`,
-    the objective's value, `params` and `latency_ms`, in the order they ended."""
+    the objective's value, `params` and `latency_ms`, in the order they ended.
+    Trials that ended without costs (e.g. of an earlier tuner on the same
+    folder without `measure_costs`) are measured now, on the training inputs `x`."""
     space, entries = tuner.hypermodel.space, []
     for trial_id in tuner.oracle.end_order:
         trial = tuner.oracle.trials[trial_id]
         if trial.status != "COMPLETED" or trial.score is None or not np.isfinite(trial.score):
             continue
+        if all(trial.metrics.exists(cost) for cost in ("params", "latency_ms")):
+            costs = {cost: trial.metrics.get_last_value(cost) for cost in ("params", "latency_ms")}
+        else:
+            costs = tuner.trial_costs(trial, x)
         entries.append({"trial_id": trial_id,
                         "architecture": space.describe(space.architecture(
                             trial.hyperparameters.values)),
                         objective.name: float(trial.score),
-                        "params": int(trial.metrics.get_last_value("params")),
-                        "latency_ms": float(trial.metrics.get_last_value("latency_ms"))})
+                        "params": int(costs["params"]),
+                        "latency_ms": float(costs["latency_ms"])})
     return entries
 
 
