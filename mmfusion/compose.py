@@ -701,15 +701,15 @@ def _with_unimodal_heads(composer, prediction, head, weight):
     named `"prediction"`) holding one head (like the model's) per modality
     on its branch's vector tap."""
     names = composer.modalities
-    heads = [_finish(_head(_vector_tap(composer, m, VECTOR_TAP), head, prefix=f"{m}_unimodal"),
-                     head, name=f"{m}_unimodal_prediction") for m in names]
+    heads = [output_layers(_vector_tap(composer, m, VECTOR_TAP), head, prefix=f"{m}_unimodal",
+                           name=f"{m}_unimodal_prediction") for m in names]
     layer = UnimodalHeads(names, loss_weight=weight, name="prediction")
     return layer(prediction, unimodal=heads, presence=composer.presence)
 
 
-def output_layers(x, head, prefix="head"):
+def output_layers(x, head, prefix="head", name="prediction"):
     """A `Head` on a vector tensor: its MLP, its output layer (`{prefix}_logits`,
-    or `{prefix}_output` for regression) and the activation named `"prediction"`
+    or `{prefix}_output` for regression) and the activation named `name`
     (softmax, sigmoid or identity), as `build_fusion_model` ends its models.
 
     Example:
@@ -718,7 +718,7 @@ def output_layers(x, head, prefix="head"):
     >>> keras.Model(x, output_layers(x, Head("multilabel", num_outputs=4, units=()))).output_shape
     (None, 4)
     """
-    return _finish(_head(x, head, prefix), head)
+    return _finish(_head(x, head, prefix), head, name)
 
 
 def _conflict(given, spec, hint):
