@@ -20,7 +20,9 @@ with a learned placeholder or an imputed vector (`build_fusion_model`'s
 `absent`), and `--warmup-fraction F` raises the dropout rate from 0 over the
 first F of the training steps. `--unimodal-loss W` trains every fused row
 with unimodal auxiliary losses of weight W (`build_fusion_model`'s
-`unimodal_loss`: one head per modality on the same labels).
+`unimodal_loss`: one head per modality on the same labels);
+`--unimodal-fallback` also predicts rows missing a modality with the
+present modalities' heads (`unimodal_fallback`).
 
     python benchmarks/layer_tables.py --task easy_vqa --max-questions 10000 --epochs 3
     python benchmarks/layer_tables.py --task av_digits --epochs 12 --rows concat gan_fusion \\
@@ -155,7 +157,8 @@ def run_one(task, data, row, seed, args):
                                placement=placement, units=args.units, fusion_kwargs=kwargs or None,
                                presence=bool(dropout), modality_dropout=dropout,
                                absent=args.absent if dropout else "zeros",
-                               unimodal_loss=args.unimodal_loss if name else 0.0)
+                               unimodal_loss=args.unimodal_loss if name else 0.0,
+                               unimodal_fallback=args.unimodal_fallback and bool(name))
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
@@ -224,6 +227,9 @@ def build_parser():
                              "its rate grows from 0")
     parser.add_argument("--unimodal-loss", type=float, default=0.0,
                         help="weight of unimodal auxiliary losses of the fused rows (0: none)")
+    parser.add_argument("--unimodal-fallback", action="store_true",
+                        help="with --unimodal-loss: rows missing a modality are predicted by "
+                             "the present modalities' heads")
     parser.add_argument("--limit", type=int, default=None,
                         help="random training and test examples kept (default: all)")
     parser.add_argument("--max-questions", type=int, default=0,
@@ -264,6 +270,7 @@ def run_table(args):
         stem += f"-{args.absent}" if args.absent != "zeros" else ""
         stem += f"-warmup{args.warmup_fraction:g}" if args.warmup_fraction else ""
     stem += f"-uni{args.unimodal_loss:g}" if args.unimodal_loss else ""
+    stem += "-fallback" if args.unimodal_fallback else ""
     output = args.output or str(RESULTS / f"{stem}.json")
     settings = {k: getattr(args, k) for k in ("task", "epochs", "units", "batch_size",
                                               "learning_rate", "modality_dropout", "limit",
@@ -272,6 +279,8 @@ def run_table(args):
         settings.update(absent=args.absent, warmup_fraction=args.warmup_fraction)
     if args.unimodal_loss:
         settings.update(unimodal_loss=args.unimodal_loss)
+    if args.unimodal_fallback:
+        settings.update(unimodal_fallback=True)
     report = {"settings": settings, "results": {}}
     if os.path.exists(output):
         with open(output) as f:

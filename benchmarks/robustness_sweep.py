@@ -7,7 +7,9 @@ zeroed and masked), `learned` (`absent="learned"`, a trained placeholder),
 `warmup` (`zeros` with the `ModalityDropout` rate raised linearly from 0 over
 the first `--warmup-fraction` of the training steps) and `unimodal` (`zeros`
 with unimodal auxiliary losses, `unimodal_loss=--unimodal-weight`: one head
-per modality trained on the labels, see `mmfusion.unimodal`). For every seed (which
+per modality trained on the labels, see `mmfusion.unimodal`) and `fallback`
+(`unimodal` whose heads also predict the rows missing a modality,
+`unimodal_fallback=True`). For every seed (which
 also draws the data split, the training and the test masks) each option is
 swept over training-time x test-time missing rates and every presence
 pattern (`mmfusion.robustness.missing_rate_sweep`), with MultiBench's
@@ -46,8 +48,9 @@ from mmfusion.files import atomic_write, write_json, write_text  # noqa: E402
 from mmfusion.fusion import ModalityDropout  # noqa: E402
 from mmfusion.robustness import SweepResult, missing_rate_sweep  # noqa: E402
 
-OPTIONS = ("zeros", "learned", "imputed", "warmup", "unimodal")
-NAMES = {"warmup": "zeros + warm-up", "unimodal": "zeros + unimodal losses"}
+OPTIONS = ("zeros", "learned", "imputed", "warmup", "unimodal", "fallback")
+NAMES = {"warmup": "zeros + warm-up", "unimodal": "zeros + unimodal losses",
+         "fallback": "zeros + unimodal fallback"}
 LATE = "late (weighted)"
 SETTINGS = ("task", "fusion", "dropout", "warmup_fraction", "unimodal_weight", "train_rates",
             "test_rates", "epochs", "batch_size", "learning_rate", "limit")
@@ -62,7 +65,9 @@ def builder(task, data, fusion, option, dropout, learning_rate, warmup_steps, un
                 if option == "warmup" else dropout)
         model = build_fusion_model(branches, fusion, num_outputs=task.num_outputs,
                                    presence=True, modality_dropout=drop, absent=absent,
-                                   unimodal_loss=unimodal_weight if option == "unimodal" else 0.0,
+                                   unimodal_loss=(unimodal_weight if option in ("unimodal", "fallback")
+                                                  else 0.0),
+                                   unimodal_fallback=option == "fallback",
                                    head_dropout=0.2)
         model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy")
         return model

@@ -696,14 +696,14 @@ def _finish(x, head, name="prediction"):
     return keras.layers.Identity(name=name)(x)
 
 
-def _with_unimodal_heads(composer, prediction, head, weight):
+def _with_unimodal_heads(composer, prediction, head, weight, fallback):
     """`prediction` passed through a `UnimodalHeads` layer (the output layer,
     named `"prediction"`) holding one head (like the model's) per modality
     on its branch's vector tap."""
     names = composer.modalities
     heads = [output_layers(_vector_tap(composer, m, VECTOR_TAP), head, prefix=f"{m}_unimodal",
                            name=f"{m}_unimodal_prediction") for m in names]
-    layer = UnimodalHeads(names, loss_weight=weight, name="prediction")
+    layer = UnimodalHeads(names, loss_weight=weight, fallback=fallback, name="prediction")
     return layer(prediction, unimodal=heads, presence=composer.presence)
 
 
@@ -802,7 +802,7 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
                        placement="intermediate", taps=None, units=64, fusion_kwargs=None,
                        tap_pooling="flatten", head_units=(64,), head_dropout=0.0,
                        presence=False, modality_dropout=0.0, absent="zeros",
-                       unimodal_loss=0.0, name="fusion_model"):
+                       unimodal_loss=0.0, unimodal_fallback=False, name="fusion_model"):
     """Builds a multimodal functional model from branches, fusion point(s) and a head.
 
     Args:
@@ -884,8 +884,14 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
             (`mmfusion.unimodal`). Counters modality imbalance (a branch
             left undertrained because another modality carries the fused
             prediction), so that the model does better when a modality is
-            missing. The heads do not change the model's output. Not with
-            early fusion (no branch runs on its own).
+            missing. The heads do not change the model's output unless
+            `unimodal_fallback`. Not with early fusion (no branch runs on
+            its own).
+        unimodal_fallback: with `unimodal_loss`, rows where a modality is
+            absent are predicted by the mean of the present modalities'
+            heads instead of the fusion (rows with every modality present
+            keep the fused prediction); needs `presence` or
+            `modality_dropout`.
         name: name of the model.
 
     Returns:
@@ -942,6 +948,12 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
     if unimodal_loss and early:
         raise ValueError("build_fusion_model: unimodal_loss needs branches that run on their "
                          "own modality; early fusion has none (use intermediate or late fusion).")
+    if unimodal_fallback and not unimodal_loss:
+        raise ValueError("build_fusion_model: unimodal_fallback predicts absent-modality rows "
+                         "with the unimodal heads; it needs unimodal_loss > 0.")
+    if unimodal_fallback and presence_input is None:
+        raise ValueError("build_fusion_model: unimodal_fallback needs absent modalities: "
+                         "presence=True and/or modality_dropout > 0.")
     composer = _Composer(branches, units, tap_pooling, presence_input, absent)
     if early:
         x = _head(_early(composer, inputs, spec), head, prefix="head")
@@ -955,7 +967,8 @@ def build_fusion_model(branches, fusion="concat", head="classification", num_out
             x = _head(_chain(composer, spec), head, prefix="head")
     prediction = _finish(x, head, name="fused_prediction" if unimodal_loss else "prediction")
     if unimodal_loss:
-        prediction = _with_unimodal_heads(composer, prediction, head, unimodal_loss)
+        prediction = _with_unimodal_heads(composer, prediction, head, unimodal_loss,
+                                          unimodal_fallback)
         return UnimodalLossModel(model_inputs, prediction, name=name)
     return keras.Model(model_inputs, prediction, name=name)
 

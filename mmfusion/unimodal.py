@@ -6,12 +6,18 @@ GMU model trained with `ModalityDropout` scores well below an audio-only model
 when the image is absent. Giving every modality its own small head, trained on
 the same labels with the same loss, makes each branch learn to predict on its
 own (the multi-task baseline of Wang et al., "What Makes Training Multi-modal
-Classification Networks Hard?", CVPR 2020). The heads only shape training:
-the model's output is still the fused prediction.
+Classification Networks Hard?", CVPR 2020). By default the heads only shape
+training: the model's output is still the fused prediction. With
+`fallback=True` (`build_fusion_model(..., unimodal_fallback=True)`) they also
+stand in for the fused prediction where a modality is absent: a row with
+every modality present gets the fused prediction, any other row the mean of
+its present modalities' head predictions (late fusion over what is there), so
+a missing modality costs no more than the remaining heads' own accuracy.
 
 `build_fusion_model(..., unimodal_loss=w)` builds them: a `UnimodalHeads`
 layer takes the fused prediction and every modality's head output and returns
-the fused prediction unchanged, and the returned model is a
+the fused prediction (or, with `fallback`, the heads' mean on rows missing a
+modality), and the returned model is a
 `UnimodalLossModel`, whose `compute_loss` adds, in training,
 
     w * sum_m  loss(y, p_m, sample_weight * present_m)
@@ -42,6 +48,8 @@ class UnimodalHeads(keras.layers.Layer):
         loss_weight: weight `w` of the sum of the unimodal losses.
         columns: each head's modality column in the presence mask (default:
             `0, 1, ...`).
+        fallback: if True, rows where a modality is absent get the mean of
+            the present modalities' head predictions instead of `fused`.
         **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -51,9 +59,11 @@ class UnimodalHeads(keras.layers.Layer):
             modality counts as present.
 
     Returns:
-        `fused`, unchanged. The last call's head predictions and presence
-        weights are in `predictions` and `weights` (read by
-        `UnimodalLossModel.compute_loss` within the same training step).
+        `fused` (with `fallback`, rows missing a modality replaced by the
+        mean of their present heads' predictions). The last call's head
+        predictions and presence weights are in `predictions` and
+        `weights_by_modality` (read by `UnimodalLossModel.compute_loss`
+        within the same training step).
 
     Example:
 
@@ -64,12 +74,18 @@ class UnimodalHeads(keras.layers.Layer):
     ...             presence=np.array([[1.0, 0.0]]))
     >>> out.numpy().tolist(), [float(w[0, 0]) for w in layer.weights_by_modality]
     ([[0.5, 0.5]], [1.0, 0.0])
+    >>> layer = UnimodalHeads(["a", "b"], fallback=True)
+    >>> layer(np.array([[0.5, 0.5], [0.5, 0.5]]),
+    ...       unimodal=[np.array([[0.75, 0.25]] * 2), np.array([[0.25, 0.75]] * 2)],
+    ...       presence=np.array([[1.0, 1.0], [1.0, 0.0]])).numpy().tolist()
+    [[0.5, 0.5], [0.75, 0.25]]
     """
 
-    def __init__(self, modalities, loss_weight=1.0, columns=None, **kwargs):
+    def __init__(self, modalities, loss_weight=1.0, columns=None, fallback=False, **kwargs):
         super().__init__(**kwargs)
         self.modalities = list(modalities)
         self.loss_weight = float(loss_weight)
+        self.fallback = bool(fallback)
         self.columns = list(range(len(self.modalities))) if columns is None else list(columns)
         if self.loss_weight <= 0:
             raise ValueError(f"UnimodalHeads '{self.name}': loss_weight must be > 0; "
@@ -96,7 +112,19 @@ class UnimodalHeads(keras.layers.Layer):
         else:
             presence = ops.cast(presence, "float32")
             self.weights_by_modality = [presence[:, c:c + 1] for c in self.columns]
+            if self.fallback:
+                return self._fall_back(fused)
         return fused
+
+    def _fall_back(self, fused):
+        """`fused` where every head's modality is present, else the mean of
+        the present heads' predictions."""
+        trailing = (1,) * (len(fused.shape) - 2)
+        weights = [ops.reshape(w, (-1, 1) + trailing) for w in self.weights_by_modality]
+        count = sum(weights)
+        mean = sum(w * p for w, p in zip(weights, self.predictions)) / ops.maximum(count, 1.0)
+        every_present = count >= float(len(weights))
+        return ops.where(every_present, fused, ops.cast(mean, fused.dtype))
 
     def compute_output_shape(self, fused_shape, unimodal_shape=None, presence_shape=None):
         return fused_shape
@@ -104,7 +132,7 @@ class UnimodalHeads(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(modalities=self.modalities, loss_weight=self.loss_weight,
-                      columns=self.columns)
+                      columns=self.columns, fallback=self.fallback)
         return config
 
 

@@ -211,6 +211,7 @@ def test_cli_trains_a_regression_config(tmp_path, capsys):
         '[modalities.numbers]\nkind = "tabular"\ncolumns = ["size"]\nunits = [16]\n'
         '[modalities.text]\ncolumn = "note"\nembedding_dim = 4\nunits = [4]\n'
         '[model]\nfusion = "concat"\nunits = 16\nhead_units = [16]\nunimodal_loss = 0.5\n'
+        'unimodal_fallback = true\n'
         '[training]\nepochs = 30\nlearning_rate = 1e-2\nvalidation = 0.2\ntest = 0.2\n')
     main(["train", "--config", str(tmp_path / "items.toml")])
     assert "test mae" in capsys.readouterr().out
@@ -220,7 +221,8 @@ def test_cli_trains_a_regression_config(tmp_path, capsys):
     assert set(metrics["test_by_presence"]) <= {"numbers", "numbers+text"}
     assert "mae" in metrics["test_by_presence"]["numbers+text"]
     model = mmfusion.load_model(metrics["model_path"])
-    assert model.get_layer("prediction").loss_weight == 0.5  # trained with unimodal heads
+    heads = model.get_layer("prediction")  # trained with unimodal heads
+    assert heads.loss_weight == 0.5 and heads.fallback
 
 
 def test_parquet_table_reads_like_its_csv(tmp_path):

@@ -160,3 +160,63 @@ def test_errors_name_the_problem():
     model.compile("adam", loss={"prediction": "sparse_categorical_crossentropy"})
     with pytest.raises(ValueError, match="compile the model with one loss"):
         model.fit(x, y, epochs=1, verbose=0)
+
+
+def _fallback_model():
+    keras.utils.set_random_seed(0)
+    branches = {m: tabular_mlp(d, units=(4,), name=m) for m, d in (("a", 3), ("b", 2), ("c", 2))}
+    return build_fusion_model(branches, "gmu", num_outputs=2, units=8, presence=True,
+                              unimodal_loss=0.5, unimodal_fallback=True)
+
+
+def _three_modalities():
+    x, y = _data(nan_absent=True)
+    rng = np.random.default_rng(1)
+    presence = np.ones((N, 3), "float32")
+    presence[:, :2] = x["presence"]
+    presence[::5, 2] = 0
+    presence[presence.sum(1) == 0, 2] = 1
+    x["c"] = rng.normal(size=(N, 2)).astype("float32")
+    x["c"][presence[:, 2] == 0] = np.nan
+    x["presence"] = presence
+    return x, y
+
+
+def test_fallback_predicts_rows_missing_a_modality_by_the_present_heads():
+    x, y = _three_modalities()
+    model = _fallback_model()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=2, verbose=0)
+    names = ["fused_prediction"] + [f"{m}_unimodal_prediction" for m in "abc"]
+    sub = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    fused, *heads = [keras.ops.convert_to_numpy(t).astype("float64") for t in sub(x)]
+    presence = x["presence"].astype("float64")
+    mean = sum(p * presence[:, [i]] for i, p in enumerate(heads)) / presence.sum(1, keepdims=True)
+    expected = np.where(presence.all(1, keepdims=True), fused, mean)
+    got = model.predict(x, verbose=0)
+    assert np.isfinite(got).all()
+    assert (presence.sum(1) == 1).any() and (presence.sum(1) == 2).any()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    # Rows with every modality present keep the fused prediction.
+    every = presence.all(1)
+    assert every.any() and not np.allclose(got[every], heads[0][every], atol=1e-3)
+
+
+def test_fallback_model_reloads_identically(tmp_path):
+    x, y = _three_modalities()
+    model = _fallback_model()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    path = str(tmp_path / "fallback.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    assert reloaded.get_layer("prediction").fallback
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_fallback_errors_name_what_it_needs():
+    branches = {"a": tabular_mlp(3, units=(4,), name="a"), "b": tabular_mlp(2, units=(4,), name="b")}
+    with pytest.raises(ValueError, match="unimodal_fallback .* needs unimodal_loss > 0"):
+        build_fusion_model(branches, "concat", presence=True, unimodal_fallback=True)
+    with pytest.raises(ValueError, match="unimodal_fallback needs absent modalities"):
+        build_fusion_model(branches, "concat", unimodal_loss=1.0, unimodal_fallback=True)

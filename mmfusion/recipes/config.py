@@ -136,7 +136,7 @@ _TOP = {"data": (_text, _REQUIRED), "label": (_text, _REQUIRED),
 _MODEL = {"fusion": (_text, "concat"), "placement": (_choice("early", "intermediate", "late"),
                                                      "intermediate"),
           "units": (_integer, 64), "modality_dropout": (_rate, 0.0),
-          "unimodal_loss": (_weight, 0.0),
+          "unimodal_loss": (_weight, 0.0), "unimodal_fallback": (_flag, False),
           "head_units": (_integers, [64]), "head_dropout": (_rate, 0.0)}
 _TRAINING = {"epochs": (_integer, 8), "batch_size": (_integer, 32), "learning_rate": (_number, 1e-3),
              "validation": (_fraction, 0.15), "test": (_fraction, 0.15), "seed": (_seed, 0),
@@ -522,6 +522,7 @@ def train_from_config(config, verbose=2):
         head_units=tuple(model_settings["head_units"]), head_dropout=model_settings["head_dropout"],
         presence=True, modality_dropout=model_settings["modality_dropout"],
         unimodal_loss=model_settings["unimodal_loss"] if fusion else 0.0,
+        unimodal_fallback=model_settings["unimodal_fallback"] and bool(fusion),
         name=f"config_{fusion or 'unimodal'}")
     splits = data["splits"]
     datasets = {part: make_dataset(x, y, training["batch_size"] if part == "train" else 256,

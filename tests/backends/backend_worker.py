@@ -1,14 +1,14 @@
 """Runs every registered fusion layer under the backend of `KERAS_BACKEND`.
 
-`python -m tests.backends.backend_worker DIR` writes `DIR/<backend>.json`:
-for each layer, the fusion-layer contract (`mmfusion.testing`, every check
+`python -m tests.backends.backend_worker DIR [--unimodal] LAYER...` writes
+`DIR/<backend>.json`: for each named layer, the fusion-layer contract (`mmfusion.testing`, every check
 on two modalities: "passed" or the failure message) and a small model's
 losses before and after training, saved and reloaded (the contract under
 TensorFlow is checked by tests/fusion/test_every_layer.py). Models saved by an
 earlier run under another backend (`DIR/<name>.keras` with reference inputs
 and predictions in `DIR/<name>.npz`) are loaded and predicted too, so the
 test can compare predictions across backends. The first run writes them.
-It also writes `DIR/<backend>-unimodal.json`: the training loss of a model
+With `--unimodal` it also writes `DIR/<backend>-unimodal.json`: the training loss of a model
 with unimodal auxiliary losses next to its NumPy computation
 (`tests.test_unimodal.loss_report`; `UnimodalLossModel.compute_loss` runs
 inside each backend's own training step).
@@ -95,13 +95,16 @@ def _write(path, results):
     os.replace(path + ".tmp", path)
 
 
-def main(directory):
+def main(directory, layers, unimodal):
     from tests.test_unimodal import loss_report
 
-    results = {name: check_layer(name, directory) for name in fusion.available()}
+    results = {name: check_layer(name, directory) for name in layers}
     _write(os.path.join(directory, f"{keras.backend.backend()}.json"), results)
-    _write(os.path.join(directory, f"{keras.backend.backend()}-unimodal.json"), loss_report())
+    if unimodal:
+        _write(os.path.join(directory, f"{keras.backend.backend()}-unimodal.json"),
+               loss_report())
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    arguments = sys.argv[2:]
+    main(sys.argv[1], [a for a in arguments if a != "--unimodal"], "--unimodal" in arguments)
