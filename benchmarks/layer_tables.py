@@ -22,7 +22,10 @@ first F of the training steps. `--unimodal-loss W` trains every fused row
 with unimodal auxiliary losses of weight W (`build_fusion_model`'s
 `unimodal_loss`: one head per modality on the same labels);
 `--unimodal-fallback` also predicts rows missing a modality with the
-present modalities' heads (`unimodal_fallback`).
+present modalities' heads (`unimodal_fallback`). `--pretrained-branches`
+first trains every fused row's branches each on its own modality (for
+`--epochs`, through a head, on the training split) and freezes them
+(`mmfusion.search.features.pretrain_branch`).
 
     python benchmarks/layer_tables.py --task easy_vqa --max-questions 10000 --epochs 3
     python benchmarks/layer_tables.py --task av_digits --epochs 12 --rows concat gan_fusion \\
@@ -34,7 +37,8 @@ The published tables (every row, seeds 0-2, the settings of `PRESETS`)
 come from one command, `python benchmarks/layer_tables.py --preset all`
 (or `--preset easy_vqa` for one of them).
 
-The raw results go to `benchmarks/results/TASK[-mdRATE[-ABSENT][-warmupF]][-uniW].json` (written
+The raw results go to
+`benchmarks/results/TASK[-mdRATE[-ABSENT][-warmupF]][-uniW][-fallback][-pretrained].json` (written
 atomically after every run; a rerun with the same settings resumes) and the
 table to the `.md` file beside it.
 """
@@ -58,6 +62,7 @@ from mmfusion.branches import VECTOR_TAP, tap_shapes  # noqa: E402
 from mmfusion.compose import build_fusion_model  # noqa: E402
 from mmfusion.files import write_json, write_text  # noqa: E402
 from mmfusion.fusion import ModalityDropout  # noqa: E402
+from mmfusion.search.features import pretrain_branch  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 LATE_ROW = "late"  # late fusion: per-modality heads, predictions combined with learned weights
@@ -149,6 +154,11 @@ def run_one(task, data, row, seed, args):
         name, kwargs = parse_row(row)
         sequence = fusion.get_class(name).input_rank == 3
         taps = {m: sequence_tap(b) if sequence else VECTOR_TAP for m, b in branches.items()}
+    if name and args.pretrained_branches:
+        x, y = data.splits["train"]
+        for m, branch in branches.items():
+            pretrain_branch(branch, x[m], y, task.num_outputs, epochs=args.epochs,
+                            batch_size=args.batch_size, learning_rate=args.learning_rate)
     dropout = args.modality_dropout if name else 0.0
     if dropout and args.warmup_fraction:
         dropout = ModalityDropout(dropout, modalities=modalities, warmup_steps=warmup_steps(
@@ -230,6 +240,8 @@ def build_parser():
     parser.add_argument("--unimodal-fallback", action="store_true",
                         help="with --unimodal-loss: rows missing a modality are predicted by "
                              "the present modalities' heads")
+    parser.add_argument("--pretrained-branches", action="store_true",
+                        help="train each fused row's branches alone first, then freeze them")
     parser.add_argument("--limit", type=int, default=None,
                         help="random training and test examples kept (default: all)")
     parser.add_argument("--max-questions", type=int, default=0,
@@ -271,6 +283,7 @@ def run_table(args):
         stem += f"-warmup{args.warmup_fraction:g}" if args.warmup_fraction else ""
     stem += f"-uni{args.unimodal_loss:g}" if args.unimodal_loss else ""
     stem += "-fallback" if args.unimodal_fallback else ""
+    stem += "-pretrained" if args.pretrained_branches else ""
     output = args.output or str(RESULTS / f"{stem}.json")
     settings = {k: getattr(args, k) for k in ("task", "epochs", "units", "batch_size",
                                               "learning_rate", "modality_dropout", "limit",
@@ -281,6 +294,8 @@ def run_table(args):
         settings.update(unimodal_loss=args.unimodal_loss)
     if args.unimodal_fallback:
         settings.update(unimodal_fallback=True)
+    if args.pretrained_branches:
+        settings.update(pretrained_branches=True)
     report = {"settings": settings, "results": {}}
     if os.path.exists(output):
         with open(output) as f:

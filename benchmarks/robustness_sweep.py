@@ -9,7 +9,9 @@ the first `--warmup-fraction` of the training steps) and `unimodal` (`zeros`
 with unimodal auxiliary losses, `unimodal_loss=--unimodal-weight`: one head
 per modality trained on the labels, see `mmfusion.unimodal`) and `fallback`
 (`unimodal` whose heads also predict the rows missing a modality,
-`unimodal_fallback=True`). For every seed (which
+`unimodal_fallback=True`) and `pretrained` (`fallback` on branches first trained
+each on its own modality for `--epochs`, with a head, then frozen:
+`mmfusion.search.features.pretrain_branch`, as MFAS does). For every seed (which
 also draws the data split, the training and the test masks) each option is
 swept over training-time x test-time missing rates and every presence
 pattern (`mmfusion.robustness.missing_rate_sweep`), with MultiBench's
@@ -47,27 +49,37 @@ from mmfusion.compose import Late, build_fusion_model  # noqa: E402
 from mmfusion.files import atomic_write, write_json, write_text  # noqa: E402
 from mmfusion.fusion import ModalityDropout  # noqa: E402
 from mmfusion.robustness import SweepResult, missing_rate_sweep  # noqa: E402
+from mmfusion.search.features import pretrain_branch  # noqa: E402
 
-OPTIONS = ("zeros", "learned", "imputed", "warmup", "unimodal", "fallback")
+OPTIONS = ("zeros", "learned", "imputed", "warmup", "unimodal", "fallback", "pretrained")
 NAMES = {"warmup": "zeros + warm-up", "unimodal": "zeros + unimodal losses",
-         "fallback": "zeros + unimodal fallback"}
+         "fallback": "zeros + unimodal fallback",
+         "pretrained": "pretrained frozen branches + unimodal fallback"}
+HEADS = ("unimodal", "fallback", "pretrained")
 LATE = "late (weighted)"
 SETTINGS = ("task", "fusion", "dropout", "warmup_fraction", "unimodal_weight", "train_rates",
             "test_rates", "epochs", "batch_size", "learning_rate", "limit")
 
 
-def builder(task, data, fusion, option, dropout, learning_rate, warmup_steps, unimodal_weight):
-    """`train_rate -> compiled model` (the rate itself is applied to the data by the sweep)."""
+def builder(task, data, fusion, option, dropout, learning_rate, warmup_steps, unimodal_weight,
+            fit):
+    """`train_rate -> compiled model` (the rate itself is applied to the data by the sweep;
+    `pretrained` trains the branches on the complete training split with `fit`'s epochs and
+    batch size)."""
     def build(rate):
         branches = task.branches(data)
+        if option == "pretrained":
+            x, y = data.splits["train"]
+            for m, branch in branches.items():
+                pretrain_branch(branch, x[m], y, task.num_outputs, epochs=fit["epochs"],
+                                batch_size=fit["batch_size"], learning_rate=learning_rate)
         absent = "zeros" if option in NAMES else option
         drop = (ModalityDropout(dropout, modalities=list(branches), warmup_steps=warmup_steps)
                 if option == "warmup" else dropout)
         model = build_fusion_model(branches, fusion, num_outputs=task.num_outputs,
                                    presence=True, modality_dropout=drop, absent=absent,
-                                   unimodal_loss=(unimodal_weight if option in ("unimodal", "fallback")
-                                                  else 0.0),
-                                   unimodal_fallback=option == "fallback",
+                                   unimodal_loss=unimodal_weight if option in HEADS else 0.0,
+                                   unimodal_fallback=option in ("fallback", "pretrained"),
                                    head_dropout=0.2)
         model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy")
         return model
@@ -220,7 +232,7 @@ def main(argv=None):
             fusion, absent = (Late("weighted"), "zeros") if option is None else (args.fusion, option)
             build = builder(task, data, fusion, absent, args.dropout, args.learning_rate,
                             warmup_steps(args.warmup_fraction, len(splits["train"][1]),
-                                         args.batch_size, args.epochs), args.unimodal_weight)
+                                         args.batch_size, args.epochs), args.unimodal_weight, fit)
             result = missing_rate_sweep(build, splits, train_rates=args.train_rates,
                                         test_rates=args.test_rates, fit_kwargs=fit, seed=seed)
             late = late or result

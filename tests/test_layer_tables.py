@@ -79,3 +79,16 @@ def test_absent_option_and_warmup_are_built_and_recorded(tmp_path):
     assert (settings["absent"], settings["warmup_fraction"]) == ("learned", 0.5)
     with pytest.raises(SystemExit):
         layer_tables.build_parser().parse_args(["--absent", "nothing"])
+
+
+def test_pretrained_branches_with_unimodal_fallback_are_recorded(tmp_path):
+    output = tmp_path / "pretrained.json"
+    argv = ["--task", "synthetic", "--rows", "concat", "--seeds", "0", "--epochs", "2",
+            "--modality-dropout", "0.5", "--unimodal-loss", "1", "--unimodal-fallback",
+            "--pretrained-branches", "--output", str(output)]
+    (run,) = layer_tables.main(argv)["results"]["concat"]
+    assert run["test_accuracy"]["all"] > 0.9
+    # Each modality alone is read from its own head on a branch trained alone.
+    assert min(run["test_accuracy"][c] for c in run["test_accuracy"] if c.endswith("only")) > 0.6
+    settings = json.loads(output.read_text())["settings"]
+    assert settings["unimodal_fallback"] and settings["pretrained_branches"]

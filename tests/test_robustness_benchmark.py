@@ -32,10 +32,11 @@ def test_paired_difference_is_seed_by_seed():
 def test_sweep_over_seeds_resumes_and_writes_table_and_plot(tmp_path):
     output = tmp_path / "sweep.json"
     argv = ["--task", "synthetic", "--limit", "300", "--epochs", "1", "--seeds", "0", "1",
-            "--options", "zeros", "learned", "unimodal", "--test-rates", "0", "0.5", "--output", str(output)]
+            "--options", "zeros", "learned", "unimodal", "pretrained", "--test-rates", "0", "0.5", "--output", str(output)]
     report = robustness_sweep.main(argv)
     names = ["late (weighted)", "gmu, absent=zeros", "gmu, absent=learned",
-             "gmu, zeros + unimodal losses"]
+             "gmu, zeros + unimodal losses",
+             "gmu, pretrained frozen branches + unimodal fallback"]
     assert list(report["results"]) == names
     assert all([r["seed"] for r in report["results"][n]] == [0, 1] for n in names)
     # Late fusion is its own reference: effective robustness 0 for every seed.
