@@ -138,6 +138,15 @@ def presence_cases(modalities):
     return cases
 
 
+def pretrain_branches(task, data, branches, epochs, batch_size, learning_rate):
+    """Trains each branch alone on the training split, through a head, then freezes it
+    (`mmfusion.search.features.pretrain_branch`)."""
+    x, y = data.splits["train"]
+    for m, branch in branches.items():
+        pretrain_branch(branch, x[m], y, task.num_outputs, epochs=epochs, batch_size=batch_size,
+                        learning_rate=learning_rate)
+
+
 def run_one(task, data, row, seed, args):
     """Trains one row with one seed; returns its validation-picked metrics."""
     keras.utils.set_random_seed(seed)
@@ -155,10 +164,7 @@ def run_one(task, data, row, seed, args):
         sequence = fusion.get_class(name).input_rank == 3
         taps = {m: sequence_tap(b) if sequence else VECTOR_TAP for m, b in branches.items()}
     if name and args.pretrained_branches:
-        x, y = data.splits["train"]
-        for m, branch in branches.items():
-            pretrain_branch(branch, x[m], y, task.num_outputs, epochs=args.epochs,
-                            batch_size=args.batch_size, learning_rate=args.learning_rate)
+        pretrain_branches(task, data, branches, args.epochs, args.batch_size, args.learning_rate)
     dropout = args.modality_dropout if name else 0.0
     if dropout and args.warmup_fraction:
         dropout = ModalityDropout(dropout, modalities=modalities, warmup_steps=warmup_steps(

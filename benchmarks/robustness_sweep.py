@@ -43,13 +43,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from benchmarks.layer_tables import RESULTS, confidence_interval, warmup_steps  # noqa: E402
+from benchmarks.layer_tables import (RESULTS, confidence_interval, pretrain_branches,  # noqa: E402
+                                     warmup_steps)
 from mmfusion import tasks  # noqa: E402
 from mmfusion.compose import Late, build_fusion_model  # noqa: E402
 from mmfusion.files import atomic_write, write_json, write_text  # noqa: E402
 from mmfusion.fusion import ModalityDropout  # noqa: E402
 from mmfusion.robustness import SweepResult, missing_rate_sweep  # noqa: E402
-from mmfusion.search.features import pretrain_branch  # noqa: E402
 
 OPTIONS = ("zeros", "learned", "imputed", "warmup", "unimodal", "fallback", "pretrained")
 NAMES = {"warmup": "zeros + warm-up", "unimodal": "zeros + unimodal losses",
@@ -69,10 +69,8 @@ def builder(task, data, fusion, option, dropout, learning_rate, warmup_steps, un
     def build(rate):
         branches = task.branches(data)
         if option == "pretrained":
-            x, y = data.splits["train"]
-            for m, branch in branches.items():
-                pretrain_branch(branch, x[m], y, task.num_outputs, epochs=fit["epochs"],
-                                batch_size=fit["batch_size"], learning_rate=learning_rate)
+            pretrain_branches(task, data, branches, fit["epochs"], fit["batch_size"],
+                              learning_rate)
         absent = "zeros" if option in NAMES else option
         drop = (ModalityDropout(dropout, modalities=list(branches), warmup_steps=warmup_steps)
                 if option == "warmup" else dropout)
