@@ -689,11 +689,14 @@ def _head(x, head, prefix):
 
 
 def _finish(x, head, name="prediction"):
+    """The output activation, in float32 under any dtype policy (a float16
+    softmax rounds small probabilities to 0, as Keras's mixed-precision guide
+    warns)."""
     if head.kind == "classification":
-        return keras.layers.Activation("softmax", name=name)(x)
+        return keras.layers.Activation("softmax", dtype="float32", name=name)(x)
     if head.kind == "multilabel":
-        return keras.layers.Activation("sigmoid", name=name)(x)
-    return keras.layers.Identity(name=name)(x)
+        return keras.layers.Activation("sigmoid", dtype="float32", name=name)(x)
+    return keras.layers.Activation("linear", dtype="float32", name=name)(x)
 
 
 def _with_unimodal_heads(composer, prediction, head, weight, fallback):
@@ -703,7 +706,8 @@ def _with_unimodal_heads(composer, prediction, head, weight, fallback):
     names = composer.modalities
     heads = [output_layers(_vector_tap(composer, m, VECTOR_TAP), head, prefix=f"{m}_unimodal",
                            name=f"{m}_unimodal_prediction") for m in names]
-    layer = UnimodalHeads(names, loss_weight=weight, fallback=fallback, name="prediction")
+    layer = UnimodalHeads(names, loss_weight=weight, fallback=fallback, dtype="float32",
+                          name="prediction")
     return layer(prediction, unimodal=heads, presence=composer.presence)
 
 

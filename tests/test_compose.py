@@ -629,3 +629,36 @@ def test_sequence_fusion_ignores_padding_of_a_masked_tap(name):
     assert b_mask is None
     np.testing.assert_array_equal(keras.Model(model.inputs, t_mask)(
         {"t": IDS, "b": X["b"]}), IDS != 0)
+
+
+@pytest.fixture
+def mixed_float16():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("head", ["classification", "multilabel", "regression"])
+@pytest.mark.parametrize("unimodal", [False, True])
+def test_outputs_stay_float32_under_mixed_precision(mixed_float16, head, unimodal):
+    keras.utils.set_random_seed(0)
+    extra = dict(unimodal_loss=1.0, unimodal_fallback=True) if unimodal else {}
+    model = build_fusion_model(branches(), "gmu", head=Head(head, num_outputs=3, units=(4,)),
+                               presence=True, **extra)
+    x = dict(X, presence=np.ones((N, 2), "float32"))
+    x["presence"][::2, 1] = 0
+    assert keras.backend.standardize_dtype(model.outputs[0].dtype) == "float32"
+    logits = keras.Model(model.inputs, model.get_layer(
+        "head_output" if head == "regression" else "head_logits").output)
+    z = np.asarray(logits.predict(x, verbose=0), "float64")
+    expected = {"classification": np.exp(z) / np.exp(z).sum(1, keepdims=True),
+                "multilabel": 1 / (1 + np.exp(-z)), "regression": z}[head]
+    got = model.predict(x, verbose=0)
+    # Rows with every modality present carry the fused head's activation, computed in float32
+    # from the float16 logits (a float16 softmax or sigmoid is off by ~1e-4 here).
+    np.testing.assert_allclose(got[1::2], expected[1::2], atol=1e-6)
+    model.compile("adam", {"classification": "sparse_categorical_crossentropy",
+                           "multilabel": "binary_crossentropy", "regression": "mse"}[head])
+    y = {"classification": Y, "multilabel": (RNG.random((N, 3)) > 0.5).astype("float32"),
+         "regression": RNG.normal(size=(N, 3)).astype("float32")}[head]
+    assert np.isfinite(model.fit(x, y, epochs=2, verbose=0).history["loss"]).all()
