@@ -33,8 +33,9 @@ from matplotlib.figure import Figure
 from mmfusion.compose import PRESENCE
 from mmfusion.search.state import atomic_write, write_json
 
-__all__ = ["SweepResult", "effective_robustness", "missing_rate_inputs", "missing_rate_sweep",
-           "presence_patterns", "relative_robustness", "sample_presence"]
+__all__ = ["SweepResult", "effective_robustness", "expected_scores", "missing_rate_inputs",
+           "missing_rate_sweep", "pattern_probabilities", "presence_patterns", "relative_robustness",
+           "sample_presence"]
 
 MAX_MODALITIES = 4
 ZERO_ABSENT_SUFFIX = "_zero_absent"
@@ -137,6 +138,65 @@ def sample_presence(rate, n_rows, n_modalities, rng, base=None):
     emptied = ~kept.any(axis=1) & base.any(axis=1)
     kept[emptied, rescue[emptied]] = True
     return kept.astype("float32")
+
+
+def pattern_probabilities(rate, modalities):
+    """How often `sample_presence` leaves each presence pattern at `rate`.
+
+    A pattern keeping `k` of the `N` modalities has probability
+    `(1 - r)^k r^(N - k)`; a single-modality pattern gets `r^N / N` more, its
+    share of the rows that lost everything and kept one back.
+
+    Args:
+        rate: missing rate in [0, 1].
+        modalities: the modality names.
+
+    Returns:
+        dict pattern (a tuple of present modalities, as `presence_patterns`
+        orders them) -> probability; the values sum to 1.
+
+    Example:
+
+    >>> pattern_probabilities(0.5, ["audio", "image"])
+    {('audio', 'image'): 0.25, ('audio',): 0.375, ('image',): 0.375}
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"pattern_probabilities: rate must be in [0, 1]; received {rate}.")
+    n = len(modalities)
+    return {p: (1 - rate) ** len(p) * rate ** (n - len(p)) + (rate ** n / n if len(p) == 1 else 0.0)
+            for p in presence_patterns(modalities)}
+
+
+def expected_scores(pattern_scores, modalities, rates):
+    """The expected score at each missing rate, from the score under each presence pattern.
+
+    For a score that is a mean over rows (accuracy, a mean loss), drawing
+    `sample_presence` masks at rate `r` gives, in expectation,
+    `sum_p P_r(p) * score(p)` (`pattern_probabilities`): the curve a
+    `missing_rate_sweep` estimates, without its sampling noise.
+
+    Args:
+        pattern_scores: dict pattern (tuple of present modalities) -> score,
+            for every pattern of `presence_patterns(modalities)`.
+        modalities: the modality names.
+        rates: the missing rates.
+
+    Returns:
+        A list of floats, one per rate.
+
+    Example:
+
+    >>> scores = {("a", "b"): 0.9, ("a",): 0.7, ("b",): 0.5}
+    >>> [round(s, 3) for s in expected_scores(scores, ["a", "b"], [0.0, 0.5, 1.0])]
+    [0.9, 0.675, 0.6]
+    """
+    patterns = presence_patterns(modalities)
+    missing = [p for p in patterns if tuple(p) not in pattern_scores]
+    if missing:
+        raise ValueError(f"expected_scores: no score for the presence patterns {missing} "
+                         f"of the modalities {list(modalities)}.")
+    return [float(sum(probability * pattern_scores[p] for p, probability
+                      in pattern_probabilities(rate, modalities).items())) for rate in rates]
 
 
 @dataclass

@@ -9,7 +9,8 @@ import pytest
 from mmfusion.branches import tabular_mlp
 from mmfusion.compose import build_fusion_model
 from mmfusion.robustness import (SweepResult, effective_robustness, missing_rate_sweep,
-                                 presence_patterns, relative_robustness, sample_presence)
+                                 presence_patterns, relative_robustness, sample_presence,
+                                 pattern_probabilities, expected_scores)
 
 RNG = np.random.default_rng(3)
 N_TRAIN, N_TEST = 96, 40
@@ -101,6 +102,42 @@ def test_masks_rates_rescue_and_existing_absence():
     assert abs(mask[:, 0].mean() - 0.5) < 0.05
     np.testing.assert_array_equal(sample_presence(0.4, 30, 2, np.random.default_rng(7)),
                                   sample_presence(0.4, 30, 2, np.random.default_rng(7)))
+
+
+def test_pattern_probabilities_by_hand_and_against_sampled_masks():
+    # N = 3, r = 0.4: all present 0.6^3; a pair 0.6^2 * 0.4; one alone 0.6 * 0.4^2 + 0.4^3 / 3
+    by_hand = {3: 0.216, 2: 0.144, 1: 0.096 + 0.064 / 3}
+    got = pattern_probabilities(0.4, "abc")
+    assert got == pytest.approx({p: by_hand[len(p)] for p in presence_patterns("abc")})
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 4):
+        names = "abcd"[:n]
+        for rate in (0.3, 0.75, 1.0):
+            mask = sample_presence(rate, 100_000, n, rng).astype(bool)
+            for pattern, probability in pattern_probabilities(rate, names).items():
+                wanted = np.array([m in pattern for m in names])
+                frequency = np.mean(np.all(mask == wanted, axis=1))
+                assert frequency == pytest.approx(probability, abs=0.005), (n, rate, pattern)
+
+
+def test_expected_scores_match_a_brute_force_sweep():
+    # A "model" right or wrong on each row under each pattern; the sweep's mean accuracy over
+    # sampled masks converges to the expectation over patterns.
+    rng = np.random.default_rng(1)
+    names, rows = "abc", 60_000
+    patterns = presence_patterns(names)
+    correct = rng.random((rows, len(patterns))) < np.linspace(0.9, 0.3, len(patterns))
+    pattern_scores = {p: correct[:, k].mean() for k, p in enumerate(patterns)}
+    rates = [0.0, 0.25, 0.5, 0.75]
+    expected = expected_scores(pattern_scores, names, rates)
+    index = {tuple(bool(m in p) for m in names): k for k, p in enumerate(patterns)}
+    for rate, value in zip(rates, expected):
+        mask = sample_presence(rate, rows, 3, rng).astype(bool)
+        k = np.array([index[tuple(row)] for row in mask])
+        assert correct[np.arange(rows), k].mean() == pytest.approx(value, abs=0.006), rate
+    assert expected[0] == pytest.approx(pattern_scores[("a", "b", "c")])
+    with pytest.raises(ValueError, match=r"no score for the presence patterns \[\('c',\)\]"):
+        expected_scores({p: 0.5 for p in patterns[:-1]}, names, rates)
 
 
 def test_multibench_metrics_by_hand():
