@@ -44,8 +44,12 @@ class AutoEncoder(keras.layers.Layer):
                          dense(total, "fuse_out_reconstruction", self, (None, hidden))]
         self.built = True
 
+    def encode(self, z):
+        """The latent of `z`, without the reconstruction."""
+        return self.fuse_in[1](self.fuse_in[0](z))
+
     def call(self, z, loss_mask=None):
-        latent = self.fuse_in[1](self.fuse_in[0](z))
+        latent = self.encode(z)
         reconstruction = self.fuse_out[1](self.fuse_out[0](latent))
         error = ops.square(ops.cast(reconstruction - z, "float32"))
         return latent, _weighted_mean(error, None if loss_mask is None
@@ -64,8 +68,12 @@ class AutoFusion(FusionLayer):
     as in the authors' implementation. The reconstruction loss
     `J_tr = reconstruction_weight · mean((ẑ − z)²)` is added with
     `add_loss`, so `model.fit` minimizes `J_task + J_tr` (the paper adds the
-    two terms unweighted: `reconstruction_weight=1.0`). Takes vectors
-    `(batch, d_i)`; N modalities.
+    two terms unweighted: `reconstruction_weight=1.0`). `J_tr` trains the
+    autoencoder only: its gradient stops at the layer's inputs, as in the
+    paper, whose inputs are fixed pretrained features; end to end it would
+    otherwise shrink the branches' outputs toward a trivially reconstructed
+    constant. The task loss reaches the branches through the latent. Takes
+    vectors `(batch, d_i)`; N modalities.
 
     Missing modalities: an absent modality's slice of z is zeroed, so the
     output does not depend on it, and left out of the reconstruction loss; a
@@ -109,9 +117,13 @@ class AutoFusion(FusionLayer):
     def fuse(self, inputs, presence, training=None):
         inputs = mask_inputs(inputs, presence)
         mask = None if presence is None else _presence_columns(inputs, presence)
-        latent, loss = self.autoencoder(ops.concatenate(inputs, axis=-1), mask)
+        z = ops.concatenate(inputs, axis=-1)
+        # The reconstruction loss trains the autoencoder only, not the layers
+        # that produce z (which it would shrink toward a trivially reconstructed
+        # constant), as in GANFusion; the task loss reaches them through the latent.
+        _, loss = self.autoencoder(ops.stop_gradient(z), mask)
         self.add_loss(self.reconstruction_weight * loss)  # float32 under any policy
-        return latent, {}
+        return self.autoencoder.encode(z), {}
 
     def get_config(self):
         return constructor_config(self, super().get_config(),

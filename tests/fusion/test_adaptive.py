@@ -53,6 +53,30 @@ def test_autofusion_reconstruction_is_trained_by_fit():
     assert history[-1] < 0.02 * history[0]
 
 
+def test_autofusion_reconstruction_trains_the_autoencoder_only():
+    """The added loss's gradient reaches the autoencoder (equal to that of the
+    reconstruction error computed here) but not the layer's inputs; the
+    output's gradient reaches the inputs."""
+    xs = [tf.Variable(x) for x in random_inputs(SIZES, batch=8)]
+    keras.utils.set_random_seed(0)
+    layer = AutoFusion(units=4)
+    layer(xs)
+    weights = layer.autoencoder.trainable_weights
+    with tf.GradientTape(persistent=True) as tape:
+        output = tf.reduce_sum(layer(xs))
+        added = tf.add_n(layer.losses)
+        z = tf.concat(xs, axis=1)
+        latent = layer.autoencoder.fuse_in[1](layer.autoencoder.fuse_in[0](z))
+        reconstruction = layer.autoencoder.fuse_out[1](layer.autoencoder.fuse_out[0](latent))
+        error = tf.reduce_mean(tf.square(reconstruction - z))
+    np.testing.assert_allclose(_np(added), _np(error), rtol=1e-6)
+    for got, expected in zip(tape.gradient(added, weights), tape.gradient(error, weights)):
+        np.testing.assert_allclose(_np(got), _np(expected), rtol=1e-4, atol=1e-7)
+    for grad in tape.gradient(added, xs):
+        assert grad is None or not np.any(_np(grad))
+    assert all(np.any(_np(g)) for g in tape.gradient(output, xs))
+
+
 def _mean_softplus(logits):
     return tf.reduce_mean(tf.math.softplus(logits))
 
