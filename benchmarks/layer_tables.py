@@ -75,7 +75,7 @@ T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 PRESETS = {
     "av_digits": ["--task", "av_digits", "--epochs", "12"],
     "av_text_digits": ["--task", "av_text_digits", "--epochs", "12"],
-    "easy_vqa": ["--task", "easy_vqa", "--epochs", "3", "--max-questions", "10000"],
+    "easy_vqa": ["--task", "easy_vqa", "--epochs", "8", "--max-questions", "10000"],
 }
 
 
@@ -262,7 +262,7 @@ def expand_presets(argv):
     options given with it win.
 
     >>> expand_presets(["--preset", "easy_vqa", "--seeds", "0"])[0][:4]
-    ['--task', 'easy_vqa', '--epochs', '3']
+    ['--task', 'easy_vqa', '--epochs', '8']
     >>> [a[1] for a in expand_presets(["--preset", "all"])]
     ['av_digits', 'av_text_digits', 'easy_vqa']
     >>> expand_presets(["--task", "synthetic"])
