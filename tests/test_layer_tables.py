@@ -19,7 +19,7 @@ def test_presets_expand_to_one_argument_list_per_table():
     tables = layer_tables.expand_presets(["--preset", "all", "--seeds", "0"])
     parsed = [layer_tables.build_parser().parse_args(a) for a in tables]
     assert [a.task for a in parsed] == ["av_digits", "av_text_digits", "easy_vqa"]
-    assert [a.epochs for a in parsed] == [12, 12, 3] and parsed[2].max_questions == 10000
+    assert [a.epochs for a in parsed] == [12, 12, 8] and parsed[2].max_questions == 10000
     assert all(a.seeds == [0] for a in parsed)
     # Options given with a preset win over its settings.
     (only,) = layer_tables.expand_presets(["--preset", "easy_vqa", "--epochs", "1"])
