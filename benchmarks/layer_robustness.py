@@ -99,17 +99,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with open(args.late) as f:
         late_runs = json.load(f)["results"][LATE_ROW]
+    sources = dict(item.partition("=")[::2] for item in args.tables)  # label -> path
     options = {}
-    for item in args.tables:
-        label, _, path = item.partition("=")
+    for label, path in sources.items():
         with open(path) as f:
             options[label] = json.load(f)["results"]
     markdown = robustness_table(options, late_runs, tuple(args.rates))
     if args.output:
         write_text(args.output, f"Expected accuracy at test missing rates {args.rates} from "
                    f"each run's presence-pattern accuracies; late fusion: {args.late}; "
-                   + ", ".join(f"{label}: {path}" for label, path in
-                               (t.partition("=")[::2] for t in args.tables))
+                   + ", ".join(f"{label}: {path}" for label, path in sources.items())
                    + "\n\n" + markdown + "\n")
     print(markdown)
     return markdown
