@@ -306,7 +306,7 @@ def _easy_vqa_branches(data, width=1):
     images = data.splits["train"][0]["image"]
     return {
         "image": image_cnn(images.shape[1:], filters=(16 * width, 32 * width, 32 * width),
-                           embedding_dim=64, name="image"),
+                           embedding_dim=64, normalize_embedding=True, name="image"),
         "question": text_lstm(data.preprocessors["question"].vocabulary_size(),
                               sequence_length=QUESTION_LENGTH, embedding_dim=32,
                               units=(32 * width,), name="question"),

@@ -2,7 +2,7 @@
 
 import keras
 
-from mmfusion.branches.common import (VECTOR_TAP, PresenceBatchNormalization, conv_blocks,
+from mmfusion.branches.common import (VECTOR_TAP, batch_normalization, conv_blocks,
                                      presence_input, vector_tap)
 
 __all__ = ["audio_cnn"]
@@ -75,10 +75,7 @@ def audio_cnn(num_samples=6000, sampling_rate=8000, frame_length=256, frame_step
     )(inputs)
     x = keras.layers.Reshape((*mel.shape[1:], 1), name=f"{name}_add_channel")(mel)
     present = presence_input(name) if presence else None
-    if present is None:
-        x = keras.layers.BatchNormalization(axis=1, name=f"{name}_db_norm")(x)
-    else:
-        x = PresenceBatchNormalization(axis=1, name=f"{name}_db_norm")(x, presence=present)
+    x = batch_normalization(x, present, name=f"{name}_db_norm", axis=1)
     taps = {"log_mel": x}
     x, blocks = conv_blocks(x, filters, kernel_size, pool_size, prefix=name, presence=present)
     taps.update(blocks)

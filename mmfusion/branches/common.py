@@ -180,6 +180,14 @@ def presence_input(name):
     return keras.Input(shape=(1,), name=f"{name}_presence")
 
 
+def batch_normalization(x, presence=None, name=None, **kwargs):
+    """`BatchNormalization(**kwargs)` applied to `x`, or, given a `(batch, 1)`
+    presence tensor, `PresenceBatchNormalization` (statistics over present rows)."""
+    if presence is None:
+        return keras.layers.BatchNormalization(name=name, **kwargs)(x)
+    return PresenceBatchNormalization(name=name, **kwargs)(x, presence=presence)
+
+
 def conv_blocks(x, filters, kernel_size, pool_size, prefix, presence=None):
     """Stacks conv blocks `Conv2D -> BatchNormalization -> ReLU -> MaxPooling2D`.
 
@@ -207,10 +215,7 @@ def conv_blocks(x, filters, kernel_size, pool_size, prefix, presence=None):
         name = f"{prefix}_block_{i}"
         x = keras.layers.Conv2D(n, kernel_size, padding="same", use_bias=False,
                                 name=f"{name}_conv")(x)
-        if presence is None:
-            x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
-        else:
-            x = PresenceBatchNormalization(name=f"{name}_bn")(x, presence=presence)
+        x = batch_normalization(x, presence, name=f"{name}_bn")
         x = keras.layers.ReLU(name=f"{name}_relu")(x)
         if pool_size > 1:
             x = keras.layers.MaxPooling2D(pool_size, padding="same", name=f"{name}_pool")(x)
@@ -255,14 +260,21 @@ def to_vector(x, pooling, name):
     return layers[(pooling, rank)](name=name)(x)
 
 
-def vector_tap(x, pooling, embedding_dim, dropout, prefix):
+def vector_tap(x, pooling, embedding_dim, dropout, prefix, normalize_embedding=False,
+               presence=None):
     """The final `vector` tap of a conv branch: `to_vector(x, pooling)`, then
-    optionally `Dropout(dropout) -> Dense(embedding_dim, relu)`."""
+    optionally `Dropout(dropout) -> Dense(embedding_dim, relu)`, or with
+    `normalize_embedding` `Dropout -> Dense(embedding_dim) -> BatchNormalization
+    -> ReLU` (the conv blocks' normalization; `presence` as in `conv_blocks`)."""
     x = to_vector(x, pooling, name=f"{prefix}_{pooling}")
     if embedding_dim:
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"{prefix}_dropout")(x)
-        x = keras.layers.Dense(embedding_dim, activation="relu", name=f"{prefix}_embedding")(x)
+        if not normalize_embedding:
+            return keras.layers.Dense(embedding_dim, activation="relu", name=f"{prefix}_embedding")(x)
+        x = keras.layers.Dense(embedding_dim, use_bias=False, name=f"{prefix}_embedding")(x)
+        x = batch_normalization(x, presence, name=f"{prefix}_embedding_bn")
+        x = keras.layers.ReLU(name=f"{prefix}_embedding_relu")(x)
     return x
 
 

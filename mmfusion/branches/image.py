@@ -8,7 +8,8 @@ __all__ = ["image_cnn"]
 
 
 def image_cnn(input_shape=(16, 16, 1), filters=(16, 32), kernel_size=3, pool_size=2,
-              pooling="flatten", embedding_dim=None, dropout=0.0, presence=False, name="image"):
+              pooling="flatten", embedding_dim=None, dropout=0.0, normalize_embedding=False,
+              presence=False, name="image"):
     """A convolutional image branch whose intermediate outputs are named taps.
 
     Blocks of `Conv2D -> BatchNormalization -> ReLU -> MaxPooling2D`, one per
@@ -19,7 +20,8 @@ def image_cnn(input_shape=(16, 16, 1), filters=(16, 32), kernel_size=3, pool_siz
     Taps (the model's outputs, a dict name -> tensor):
     - `block_i` (i = 1..len(filters)): `(batch, H_i, W_i, filters[i-1])`.
     - `vector`: `(batch, d)`, the pooled last block, followed by
-      `Dense(embedding_dim, relu)` if `embedding_dim` is set.
+      `Dense(embedding_dim, relu)` if `embedding_dim` is set (with
+      `normalize_embedding`, `Dense -> BatchNormalization -> ReLU`).
 
     Args:
         input_shape: `(H, W, C)` of the images.
@@ -30,6 +32,14 @@ def image_cnn(input_shape=(16, 16, 1), filters=(16, 32), kernel_size=3, pool_siz
             or `"max"`.
         embedding_dim: optional size of a dense embedding on top.
         dropout: dropout rate before the embedding (0: none).
+        normalize_embedding: whether the embedding is batch-normalized
+            before its ReLU, like the conv blocks. Without it the embedding's
+            common offset across images can grow in training, and fusion
+            layers that put a tanh on their inputs (MLB, attention pooling,
+            GAN-Fusion) then saturate on it and stop using the image: on
+            easy_vqa after 3 epochs (seed 0) attention pooling's image
+            projection had 94 % of its values beyond ±0.99 and test accuracy
+            0.673, the question alone's level; with it, 0.769.
         presence: if True, the branch also takes the modality's presence,
             a `(batch, 1)` 0/1 input named `{name}_presence` (the model's
             inputs are then a dict), and its BatchNormalization statistics
@@ -52,6 +62,7 @@ def image_cnn(input_shape=(16, 16, 1), filters=(16, 32), kernel_size=3, pool_siz
     inputs = keras.Input(shape=tuple(input_shape), name=name)
     present = presence_input(name) if presence else None
     x, taps = conv_blocks(inputs, filters, kernel_size, pool_size, prefix=name, presence=present)
-    taps[VECTOR_TAP] = vector_tap(x, pooling, embedding_dim, dropout, prefix=name)
+    taps[VECTOR_TAP] = vector_tap(x, pooling, embedding_dim, dropout, prefix=name,
+                                  normalize_embedding=normalize_embedding, presence=present)
     model_inputs = {name: inputs, present.name: present} if presence else inputs
     return keras.Model(model_inputs, taps, name=f"{name}_branch")

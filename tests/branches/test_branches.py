@@ -93,6 +93,20 @@ def test_text_vectorizer_standardizes_and_pads():
     assert ids == [vocab.index("zwei"), vocab.index("plus"), vocab.index("fünf"), 1, 0]
 
 
+def test_image_cnn_normalized_embedding_is_batch_normalized_before_its_relu():
+    keras.utils.set_random_seed(0)
+    branch = image_cnn((8, 8, 1), filters=(4,), embedding_dim=6, normalize_embedding=True)
+    x = np.random.default_rng(0).random((10, 8, 8, 1)).astype("float32")
+    flat = keras.Model(branch.inputs, branch.get_layer("image_flatten").output)
+    h = keras.ops.convert_to_numpy(flat(x, training=True)) @ branch.get_layer(
+        "image_embedding").kernel.numpy()
+    epsilon = branch.get_layer("image_embedding_bn").epsilon
+    expected = np.maximum((h - h.mean(0)) / np.sqrt(h.var(0) + epsilon), 0)  # γ = 1, β = 0
+    vector = keras.ops.convert_to_numpy(branch(x, training=True)["vector"])
+    np.testing.assert_allclose(vector, expected, rtol=1e-4, atol=1e-4)
+    assert branch.get_layer("image_embedding").bias is None
+
+
 def test_tabular_mlp_computes_relu_layers():
     branch = tabular_mlp(3, units=(4, 2))
     x = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")

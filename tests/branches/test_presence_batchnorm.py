@@ -33,6 +33,13 @@ def test_absent_placeholders_do_not_change_present_rows_in_training():
     assert np.abs(noise[~present] - zeros[~present]).max() > 0.1  # absent rows do differ
 
     keras.utils.set_random_seed(0)
+    embedded = image_cnn((8, 8, 1), filters=(4, 8), embedding_dim=5, normalize_embedding=True,
+                         presence=True)
+    zeros, _ = training_vectors(embedded, None, True)
+    noise, _ = training_vectors(embedded, 1, True)
+    np.testing.assert_allclose(noise[present], zeros[present], rtol=1e-5, atol=1e-5)
+
+    keras.utils.set_random_seed(0)
     plain = image_cnn((8, 8, 1), filters=(4, 8))
     zeros, _ = training_vectors(plain, None, False)
     noise, _ = training_vectors(plain, 1, False)
