@@ -35,7 +35,9 @@ first trains every fused row's branches each on its own modality (for
 
 The published tables (every row, seeds 0-2, the settings of `PRESETS`)
 come from one command, `python benchmarks/layer_tables.py --preset all`
-(or `--preset easy_vqa` for one of them).
+(or `--preset easy_vqa` for one of them); the easy_vqa table's rows compared
+most have two more seeds, from `--preset easy_vqa --seeds 3 4 --rows
+"question alone" concat tfn bilinear_attention multimodal_sets mlb`.
 
 The raw results go to
 `benchmarks/results/TASK[-mdRATE[-ABSENT][-warmupF]][-uniW][-fallback][-pretrained].json` (written
