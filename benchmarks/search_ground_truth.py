@@ -29,7 +29,11 @@
    seeds: its validation percentile and its test accuracy; and the trials
    (and candidate-epochs, trials x `--epochs`) it took to propose an
    architecture of the ground truth's top 5 % (by mean validation; a search
-   that never does counts as budget + 1).
+   that never does counts as budget + 1). Each finished search is kept in
+   `tabular.json` in `--output` (resumable; delete it after changing an
+   oracle); `--reuse-ground-truth` starts from the ground truth stored in the
+   task's results file (same settings) instead of training it again, to add
+   an oracle to an earlier run.
 4. Larger space (`--large-budget`, 0 to skip): real searches (trained, not
    looked up) over the two-layer space for `--large-oracles` and
    `--large-seeds`, `--candidates-per-step` trials trained together; the
@@ -449,6 +453,9 @@ def main(argv=None):
     parser.add_argument("--large-oracles", nargs="+", default=["mfas", "random"])
     parser.add_argument("--large-only", action="store_true",
                         help="only the larger-space searches, added to this task's results")
+    parser.add_argument("--reuse-ground-truth", action="store_true",
+                        help="start from the ground truth of the task's results file "
+                             "(same settings) instead of training it again")
     parser.add_argument("--candidates-per-step", type=int, default=15)
     parser.add_argument("--output", default=os.path.join("runs", "search_ground_truth"))
     parser.add_argument("--oneshot", action="store_true",
@@ -484,23 +491,37 @@ def main(argv=None):
         write_results(results_path, result)
         print(markdown(result))
         return
+    previous = read_json(results_path) if os.path.exists(results_path) else {}
+    gt_path = os.path.join(output, "ground_truth.json")
+    if args.reuse_ground_truth:
+        reuse_ground_truth(previous, args, gt_path)
     started = time.process_time()
-    tables = ground_truth(prepared, hypermodel, args.epochs, args.gt_seeds,
-                          os.path.join(output, "ground_truth.json"), chunk=args.gt_chunk)
+    tables = ground_truth(prepared, hypermodel, args.epochs, args.gt_seeds, gt_path,
+                          chunk=args.gt_chunk)
     gt_cpu = time.process_time() - started
+    if args.reuse_ground_truth:
+        gt_cpu = previous["ground_truth_cpu_seconds"]
     print(json.dumps(noise(tables)), flush=True)
+    runs_path = os.path.join(output, "tabular.json")
+    done = read_json(runs_path) if os.path.exists(runs_path) else {}
     runs = []
     with tempfile.TemporaryDirectory() as directory:
         for budget in args.budgets:
             for oracle in args.oracles:
                 for seed in args.seeds:
-                    table = tables[draw_seed(seed, list(tables))]
-                    keys = tabular_search(table, hypermodel, oracle, budget, seed, directory)
-                    runs.append({"oracle": oracle, "budget": budget, "seed": seed,
-                                 "architectures": keys,
-                                 **summarize(tables, keys, seed, args.epochs)})
-                    print(json.dumps({k: v for k, v in runs[-1].items()
-                                      if k not in ("architectures", "pick")}), flush=True)
+                    name = f"{budget}/{oracle}/{seed}"
+                    if name not in done:
+                        search_started = time.process_time()
+                        table = tables[draw_seed(seed, list(tables))]
+                        keys = tabular_search(table, hypermodel, oracle, budget, seed, directory)
+                        done[name] = {"oracle": oracle, "budget": budget, "seed": seed,
+                                      "architectures": keys,
+                                      **summarize(tables, keys, seed, args.epochs),
+                                      "cpu_seconds": time.process_time() - search_started}
+                        write_json(runs_path, done)
+                        print(json.dumps({k: v for k, v in done[name].items()
+                                          if k not in ("architectures", "pick")}), flush=True)
+                    runs.append(done[name])
     groups = {f"{b}/{o}": aggregate([r for r in runs if r["oracle"] == o and r["budget"] == b])
               for b in args.budgets for o in args.oracles}
     result = {"task": args.task, "date": time.strftime("%Y-%m-%d"), "machine": "2 CPU cores",
@@ -508,15 +529,34 @@ def main(argv=None):
               "pretrain_epochs": args.pretrain_epochs,
               "max_train": args.max_train, "max_eval": args.max_eval,
               "oracles": args.oracles, "ground_truth_cpu_seconds": gt_cpu,
-              "tabular_cpu_seconds": time.process_time() - started - gt_cpu,
+              "tabular_cpu_seconds": {o: float(np.sum([r["cpu_seconds"] for r in runs
+                                                       if r["oracle"] == o]))
+                                      for o in args.oracles},
               "noise": noise(tables), "groups": groups,
               "goal": goal(groups, args.budgets, args.oracles), "ground_truth": tables,
               "runs": runs}
+    for kept in ("large", "command_large"):  # the larger-space part of an earlier run
+        if kept in previous:
+            result[kept] = previous[kept]
     write_results(results_path, result)
     if args.large_budget:
         result["large"] = large_searches(prepared, task, args)
         write_results(results_path, result)
     print(markdown(result))
+
+
+def reuse_ground_truth(previous, args, path):
+    """Start `path` from the ground truth of the results file `previous`
+    (`--reuse-ground-truth`), which must have been computed with the same
+    settings."""
+    settings = {"epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs,
+                "max_train": args.max_train, "max_eval": args.max_eval}
+    differ = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
+    if not previous or differ:
+        raise SystemExit(f"--reuse-ground-truth: no results file with these settings "
+                         f"(results vs now: {differ or 'no results file'})")
+    if not os.path.exists(path):
+        write_json(path, previous["ground_truth"])
 
 
 def _command(argv):

@@ -13,8 +13,8 @@ Keras change breaks only this module and its tests.
 import keras
 from keras.src.backend import get_keras_mask
 
-__all__ = ["MultiHeadAttention", "call_arguments", "call_count", "keras_mask", "keras_tensors",
-           "producer"]
+__all__ = ["MultiHeadAttention", "build_training_state", "call_arguments", "call_count",
+           "keras_mask", "keras_tensors", "producer"]
 
 
 def call_arguments(model, layer):
@@ -123,6 +123,36 @@ def call_count(layer):
     2
     """
     return len(layer._inbound_nodes)
+
+
+def build_training_state(model, x, y):
+    """Creates a compiled model's optimizer and metric variables before `fit`.
+
+    On TensorFlow without a distribution strategy, Keras creates the
+    optimizer's slots and the metrics' variables inside the first trace of
+    the training step, and TensorFlow then traces the step a second time
+    without them: a `fit` of a fresh model traces its training step twice.
+    This builds that state first (Keras's private `Model._symbolic_build`, as
+    Keras does itself under a distribution strategy), so `fit` traces once;
+    the training is unchanged (the new variables start at zero, and no random
+    numbers are drawn). A model already built is left as it is.
+
+    Args:
+        model: a compiled `keras.Model`.
+        x: a batch of its inputs (arrays or tensors; only shapes and dtypes
+            are read).
+        y: the matching batch of targets.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> model.compile(keras.optimizers.Adam(), "mse", metrics=["mae"])
+    >>> build_training_state(model, np.zeros((4, 3), "float32"), np.zeros((4, 2), "float32"))
+    >>> model.optimizer.built, [len(m.variables) for m in model.metrics]
+    (True, [2, 2])
+    """
+    model._symbolic_build(data_batch=(x, y, None))
 
 
 class MultiHeadAttention(keras.layers.MultiHeadAttention):

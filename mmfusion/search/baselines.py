@@ -75,7 +75,13 @@ class RandomSearchOracle(CrashSafeOracle, keras_tuner.oracles.RandomSearchOracle
 class BayesianOptimizationOracle(CrashSafeOracle,
                                  keras_tuner.oracles.BayesianOptimizationOracle):
     """`keras_tuner.oracles.BayesianOptimizationOracle` with a real seed, a
-    budget-sized number of initial random trials and crash-safe state.
+    budget-sized number of initial random trials, no repeated trials and
+    crash-safe state.
+
+    KerasTuner's Gaussian process may propose a configuration that was tried
+    already (its acquisition optimum often lands on one), and KerasTuner then
+    trains it again, spending a trial for nothing; here such a proposal is
+    replaced by a random untried configuration.
 
     Args:
         objective: the objective.
@@ -96,3 +102,10 @@ class BayesianOptimizationOracle(CrashSafeOracle,
         super().__init__(objective=objective, max_trials=max_trials,
                          num_initial_points=num_initial_points or default_initial_points(
                              max_trials), seed=kerastuner_seed(seed), **kwargs)
+
+    def populate_space(self, trial_id):
+        proposal = super().populate_space(trial_id)
+        if (proposal["status"] == keras_tuner.engine.trial.TrialStatus.RUNNING
+                and self._duplicate(proposal["values"])):
+            return self._random_populate_space()
+        return proposal

@@ -10,7 +10,7 @@ from mmfusion.branches import tap_shapes
 from mmfusion.compose import build_fusion_model
 from mmfusion.files import write_json
 from mmfusion.search.costs import LATENCY_BATCH, measure_latency
-from mmfusion.search.joint import is_dataset, train_jointly
+from mmfusion.search.joint import build_before_fit, is_dataset, train_jointly
 from mmfusion.search.objectives import head_loss, head_metrics
 from mmfusion.search.oracle import MFASOracle
 from mmfusion.search.space import FusionSpace
@@ -132,6 +132,9 @@ class FusionHyperModel(keras_tuner.HyperModel):
     def fit(self, hp, model, *args, **kwargs):
         if self.fit_verbose is not None:
             kwargs["verbose"] = self.fit_verbose
+        data = dict(zip(("x", "y"), args))
+        data.update({k: kwargs[k] for k in ("x", "y") if k in kwargs})
+        build_before_fit(model, data["x"], data.get("y"), kwargs.get("batch_size"))
         return model.fit(*args, **kwargs)
 
     def fit_jointly(self, hps, models, x, y=None, save_best=None, **kwargs):

@@ -14,7 +14,9 @@ about the cost of one training run.
 
 import keras
 
-__all__ = ["candidate_key", "is_dataset", "train_jointly"]
+from mmfusion.keras_internals import build_training_state
+
+__all__ = ["build_before_fit", "candidate_key", "is_dataset", "train_jointly"]
 
 
 def candidate_key(metric, output, n_outputs=2):
@@ -72,6 +74,26 @@ def is_dataset(x):
     (True, False)
     """
     return type(x).__module__.startswith("tensorflow") and hasattr(x, "element_spec")
+
+
+def build_before_fit(model, x, y=None, batch_size=None):
+    """Creates a compiled model's optimizer and metric state from its first
+    training batch, so that `fit` traces the training step once instead of
+    twice on TensorFlow (`mmfusion.keras_internals.build_training_state`).
+
+    Args:
+        model: a compiled `keras.Model`.
+        x, y: the training data as `fit` takes it: arrays (any structure),
+            or a batched `tf.data.Dataset` of `(inputs, targets)` as `x`.
+        batch_size: the batch size of array data (only its shape is used;
+            default 32, as `fit`'s).
+    """
+    if is_dataset(x):
+        x, y = next(iter(x.take(1)))
+    else:
+        rows = batch_size or 32
+        x, y = (keras.tree.map_structure(lambda a: a[:rows], d) for d in (x, y))
+    build_training_state(model, x, y)
 
 
 def _per_output(x, y, outputs):
@@ -156,6 +178,7 @@ def train_jointly(models, x, y, optimizer, loss, metrics=("accuracy",), validati
         callbacks.append(_BestEpochs([candidate_key(monitor, o, len(outputs)) for o in outputs],
                                      mode, save_best))
     x, targets = _per_output(x, y, outputs)
+    build_before_fit(joint, x, targets, fit_kwargs.get("batch_size"))
     if validation_data is not None:
         validation_data = _per_output(*_pair(validation_data), outputs)
     history = joint.fit(x, targets, validation_data=validation_data, callbacks=callbacks,

@@ -62,7 +62,7 @@ from mmfusion.files import write_json
 from mmfusion.search.baselines import kerastuner_seed
 from mmfusion.search.features import TapSplit, pack
 from mmfusion.search.space import architecture_key
-from mmfusion.search.state import CrashSafeOracle, load_weights, read_json, save_weights
+from mmfusion.search.state import CrashSafeOracle, read_json, save_weights
 
 __all__ = ["ArchitectureOracle", "FusionSupernet", "candidate_ops", "search_oneshot",
            "train_supernet"]

@@ -9,7 +9,7 @@ import pytest
 from mmfusion.compose import build_fusion_model
 from mmfusion.search import FusionHyperModel
 from mmfusion.search.features import feature_branches, pack
-from mmfusion.search.joint import train_jointly
+from mmfusion.search.joint import build_before_fit, train_jointly
 from mmfusion.search.run import make_tuner
 
 
@@ -149,3 +149,30 @@ def test_identical_runs_give_identical_scores_whatever_ran_before(tmp_path, cand
                      validation_data=(pack(validation_taps), validation_y))
         scores.append([tuner.oracle.trials[i].score for i in tuner.oracle.end_order])
     assert len(scores[0]) == 2 and scores[0] == scores[1]
+
+
+class CountingModel(keras.Model):
+    """A functional model counting the Python calls of its training step (its traces)."""
+
+    traces = 0
+
+    def train_step(self, data):
+        CountingModel.traces += 1
+        return super().train_step(data)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="the second trace is TensorFlow's (variables made in the first)")
+def test_built_before_fit_the_training_step_is_traced_once():
+    # Without `build_before_fit`, Keras 3.15 on TensorFlow traces it twice.
+    taps, y = features()
+    x = pack(taps)
+    inputs = {name: keras.Input((a.shape[1],), name=name) for name, a in x.items()}
+    hidden = keras.layers.Concatenate()(list(inputs.values()))
+    model = CountingModel(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    build_before_fit(model, x, y, batch_size=16)
+    CountingModel.traces = 0
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert CountingModel.traces == 1
