@@ -167,7 +167,6 @@ def _search(args):
     if options.tensorboard and options.candidates_per_step != 1:
         parser.error("--tensorboard logs each trial's own training: use it with "
                      "--candidates-per-step 1")
-    from mmfusion.search.objectives import PRESENCE_PREFIX
     from mmfusion.search.run import MFAS_SETTINGS
 
     mfas_settings = {name: getattr(options, name) for name in MFAS_SETTINGS
@@ -183,9 +182,6 @@ def _search(args):
     if options.oracle == "oneshot" and head != "classification":
         parser.error(f"--oracle oneshot trains a classifier supernet; {args.task} has a {head} "
                      "head: use mfas, random or bayesian")
-    if options.objective.startswith(PRESENCE_PREFIX) and options.candidates_per_step != 1:
-        parser.error(f"--objective {options.objective} is computed per trial: use it with "
-                     "--candidates-per-step 1")
     if options.modality_dropout is not None and not 0 <= options.modality_dropout < 1:
         parser.error(f"--modality-dropout must be in [0, 1); got {options.modality_dropout}")
     fusions = options.fusions.split(",")

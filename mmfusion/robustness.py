@@ -31,7 +31,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mmfusion.compose import PRESENCE
-from mmfusion.search.state import atomic_write, write_json
+from mmfusion.files import atomic_write, write_json
 
 __all__ = ["SweepResult", "effective_robustness", "expected_scores", "missing_rate_inputs",
            "missing_rate_sweep", "pattern_probabilities", "presence_patterns", "relative_robustness",

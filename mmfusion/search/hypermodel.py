@@ -13,6 +13,7 @@ from mmfusion.search.costs import LATENCY_BATCH, measure_latency
 from mmfusion.search.joint import build_before_fit, is_dataset, train_jointly
 from mmfusion.search.objectives import head_loss, head_metrics
 from mmfusion.search.oracle import MFASOracle
+from mmfusion.search.presence import PresenceAveraged
 from mmfusion.search.space import FusionSpace
 from mmfusion.search.state import read_json, save_weights
 
@@ -201,7 +202,9 @@ class FusionTuner(keras_tuner.Tuner):
     the same trials either way; MFAS's steps are batches already (K at
     least its `samples_per_step` trains a step at once); Bayesian
     optimization proposes a batch's trials before seeing their scores, as
-    with K parallel tuners. Per-trial `callbacks` are not supported then.
+    with K parallel tuners. Per-trial `callbacks` are not supported then,
+    except `mmfusion.search.presence.PresenceAveraged`, which scores every
+    candidate of the joint model.
 
     Args:
         oracle: a KerasTuner oracle (e.g. `mmfusion.search.MFASOracle`, or
@@ -247,10 +250,10 @@ class FusionTuner(keras_tuner.Tuner):
     def search(self, *fit_args, **fit_kwargs):
         if self.candidates_per_step == 1:
             return super().search(*fit_args, **fit_kwargs)
-        if fit_kwargs.get("callbacks"):
+        if any(not isinstance(c, PresenceAveraged) for c in fit_kwargs.get("callbacks") or []):
             raise ValueError("FusionTuner: with candidates_per_step > 1 the trials train "
                              "together; per-trial callbacks are not supported (pass none, "
-                             "or candidates_per_step=1).")
+                             "or candidates_per_step=1), except PresenceAveraged.")
         if "verbose" in fit_kwargs:
             self.oracle.verbose = fit_kwargs["verbose"]
         self.on_search_begin()
@@ -284,7 +287,6 @@ class FusionTuner(keras_tuner.Tuner):
         keras.backend.clear_session()
         hps = [trial.hyperparameters for trial in trials]
         paths = [self._get_checkpoint_fname(trial.trial_id) for trial in trials]
-        fit_kwargs = {k: v for k, v in fit_kwargs.items() if k != "callbacks"}
         try:
             models = []
             for trial, hp in zip(trials, hps):

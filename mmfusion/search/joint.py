@@ -16,7 +16,8 @@ import keras
 
 from mmfusion.keras_internals import build_training_state
 
-__all__ = ["build_before_fit", "candidate_key", "is_dataset", "train_jointly"]
+__all__ = ["build_before_fit", "candidate_key", "is_dataset", "split_candidate_key",
+           "train_jointly"]
 
 
 def candidate_key(metric, output, n_outputs=2):
@@ -33,6 +34,26 @@ def candidate_key(metric, output, n_outputs=2):
     if metric.startswith("val_"):
         return f"val_{output}_{metric[len('val_'):]}"
     return f"{output}_{metric}"
+
+
+def split_candidate_key(name, outputs):
+    """`(output, metric)`: which of `outputs` a log key of a joint model
+    belongs to and the key it would have for that model alone; `(None, name)`
+    for a key of no single output (the summed `loss`). The inverse of
+    `candidate_key`.
+
+    >>> split_candidate_key("val_candidate_1_presence_accuracy", ["candidate_1", "candidate_10"])
+    ('candidate_1', 'val_presence_accuracy')
+    >>> split_candidate_key("candidate_10_loss", ["candidate_1", "candidate_10"])
+    ('candidate_10', 'loss')
+    >>> split_candidate_key("val_loss", ["candidate_1"])
+    (None, 'val_loss')
+    """
+    prefix, rest = ("val_", name[len("val_"):]) if name.startswith("val_") else ("", name)
+    for output in outputs:
+        if rest.startswith(f"{output}_"):
+            return output, prefix + rest[len(output) + 1:]
+    return None, name
 
 
 def _fresh(metric):
@@ -183,12 +204,9 @@ def train_jointly(models, x, y, optimizer, loss, metrics=("accuracy",), validati
         validation_data = _per_output(*_pair(validation_data), outputs)
     history = joint.fit(x, targets, validation_data=validation_data, callbacks=callbacks,
                         **fit_kwargs).history
-    names = ["loss"] + [m if isinstance(m, str) else m.name for m in metrics]
-    names += [f"val_{n}" for n in names]  # with validation_data or validation_split
-    histories = []
-    for output in outputs:
-        alone = keras.callbacks.History()
-        keys = {n: candidate_key(n, output, len(outputs)) for n in names}
-        alone.history = {n: list(history[k]) for n, k in keys.items() if k in history}
-        histories.append(alone)
-    return histories
+    histories = {output: keras.callbacks.History() for output in outputs}
+    for key, values in history.items():  # also what callbacks logged per candidate
+        output, name = split_candidate_key(key, outputs) if len(outputs) > 1 else (outputs[0], key)
+        if output is not None:
+            histories[output].history[name] = list(values)
+    return list(histories.values())

@@ -24,6 +24,7 @@ import numpy as np
 
 from mmfusion.compose import PRESENCE
 from mmfusion.robustness import presence_patterns
+from mmfusion.search.joint import candidate_key, split_candidate_key
 from mmfusion.search.objectives import PRESENCE_PREFIX
 
 __all__ = ["PresenceAveraged", "presence_averaged", "with_presence"]
@@ -82,7 +83,9 @@ class PresenceAveraged(keras.callbacks.Callback):
     """Writes `val_presence_METRIC` (`presence_averaged` on the validation
     data) into the logs at the end of every epoch. Put it before the
     callbacks that read it (KerasTuner appends its checkpoint callback
-    after the trial's callbacks).
+    after the trial's callbacks). On a model of candidates trained together
+    (`mmfusion.search.joint.train_jointly`), each candidate's mean is logged
+    under its own name (`val_candidate_0_presence_accuracy`, ...).
 
     Args:
         x: validation inputs, dict input name -> array.
@@ -106,6 +109,14 @@ class PresenceAveraged(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        averaged = presence_averaged(self.model, self.x, self.y, self.modalities,
-                                     self.batch_size)
-        logs.update({PRESENCE_PREFIX + name: value for name, value in averaged.items()})
+        # Candidates trained together (`mmfusion.search.joint`): one named
+        # output each, every one scored and logged under its own name.
+        outputs = list(self.model.output) if isinstance(self.model.output, dict) else []
+        y = {output: self.y for output in outputs} if outputs else self.y
+        averaged = presence_averaged(self.model, self.x, y, self.modalities, self.batch_size)
+        for name, value in averaged.items():
+            output, metric = split_candidate_key(name, outputs)
+            if output is None:
+                logs[PRESENCE_PREFIX + metric] = value
+            else:
+                logs[candidate_key(PRESENCE_PREFIX + metric, output, len(outputs))] = value

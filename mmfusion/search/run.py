@@ -430,7 +430,7 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
             0.25 with a presence-averaged objective `"val_presence_..."`,
             else 0). A presence-averaged objective also gives candidates a
             `presence` input and scores them on every presence pattern
-            (`mmfusion.search.presence`); it needs `candidates_per_step=1`.
+            (`mmfusion.search.presence`), with any `candidates_per_step`.
         max_params: export the best trial whose fusion network has at most
             this many parameters (None: the best trial).
 
@@ -479,9 +479,6 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
     metric = metric_name(objective)
     presence = objective.name.startswith(PRESENCE_PREFIX)
     label = f"presence_{metric}" if presence else metric  # of the result's keys
-    if presence and candidates_per_step != 1:
-        raise ValueError("run_search: a presence-averaged objective is computed by a per-trial "
-                         "callback; use candidates_per_step=1.")
     if modality_dropout is None:
         modality_dropout = 0.25 if presence else 0.0
     report = print if verbose else None
