@@ -19,11 +19,16 @@ import time
 
 import keras
 import numpy as np
+from matplotlib.figure import Figure
 
-__all__ = ["LATENCY_BATCH", "LATENCY_REPEATS", "measure_latency", "pareto_front"]
+from mmfusion.files import atomic_write
+
+__all__ = ["LATENCY_BATCH", "LATENCY_REPEATS", "measure_latency", "pareto_front", "plot_pareto"]
 
 LATENCY_BATCH = 64
 LATENCY_REPEATS = 5
+COSTS = {"params": "parameters of the fusion network",  # the axis labels of `plot_pareto`
+         "latency_ms": f"ms per batch of {LATENCY_BATCH}"}
 
 
 def measure_latency(model, x, repeats=LATENCY_REPEATS):
@@ -93,3 +98,53 @@ def pareto_front(scores, costs, direction="max", decimals=6):
             front.append(int(i))
             best = max(best, scores[i])
     return front
+
+
+def plot_pareto(trials, objective, direction="max", chosen=None, path=None, title=None):
+    """A figure of a search's trade-offs: the objective of every trial
+    against its parameters and against its latency (one panel each), the
+    Pareto front (`pareto_front`) joined by a line, and the exported trial
+    circled; a PNG at `path` when given (written atomically).
+
+    Args:
+        trials: dicts with the objective's value, `params`, `latency_ms` and
+            `trial_id` (the `trials` of a `run_search` result).
+        objective: the objective's name (e.g. `"val_accuracy"`).
+        direction: `"max"` or `"min"`.
+        chosen: the exported trial's id, circled (optional).
+        path: optional PNG path.
+        title: optional figure title.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Example:
+
+    >>> trials = [{"trial_id": str(i), "val_accuracy": a, "params": p, "latency_ms": t}
+    ...           for i, (a, p, t) in enumerate([(0.8, 900, 1.0), (0.9, 4000, 1.5),
+    ...                                          (0.85, 6000, 0.9)])]
+    >>> figure = plot_pareto(trials, "val_accuracy", chosen="1")
+    >>> [axis.get_xlabel() for axis in figure.axes]
+    ['parameters of the fusion network', 'ms per batch of 64']
+    """
+    scores = [t[objective] for t in trials]
+    fig = Figure(figsize=(10, 4))
+    for axis, cost in zip(fig.subplots(1, 2), COSTS):
+        costs = [t[cost] for t in trials]
+        front = pareto_front(scores, costs, direction)
+        axis.scatter(costs, scores, s=18, color="0.6", label="trials")
+        axis.plot([costs[i] for i in front], [scores[i] for i in front], "o-", color="C0",
+                  label="Pareto front")
+        picked = [i for i, t in enumerate(trials) if t["trial_id"] == chosen]
+        if picked:
+            axis.scatter([costs[picked[0]]], [scores[picked[0]]], s=140, facecolors="none",
+                         edgecolors="C3", linewidths=2, label="exported")
+        axis.set(xlabel=COSTS[cost], ylabel=objective, title=f"{objective} vs {cost}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        atomic_write(str(path), lambda tmp: fig.savefig(tmp, dpi=90, format="png"), suffix=".png")
+    return fig

@@ -26,7 +26,7 @@ from mmfusion.search.features import (FeatureCache, feature_branches, pack, pret
                                       transfer_weights)
 from mmfusion.search.baselines import BayesianOptimizationOracle, RandomSearchOracle
 from mmfusion.search.hypermodel import FusionHyperModel, FusionTuner
-from mmfusion.search.costs import LATENCY_BATCH, pareto_front
+from mmfusion.search.costs import LATENCY_BATCH, pareto_front, plot_pareto
 from mmfusion.search.objectives import PRESENCE_PREFIX, check_objective, metric_name, objectives
 from mmfusion.search.presence import PresenceAveraged, presence_averaged, with_presence
 from mmfusion.search.oneshot import ArchitectureOracle, search_oneshot
@@ -446,7 +446,8 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
         `architecture`, the objective's name, `params`, `latency_ms`),
         `pareto` (`{"params": [...], "latency_ms": [...]}`: the trials no
         other trial beats on both the objective and that cost, by increasing
-        cost) and `results_path`; with
+        cost), `results_path` and `pareto_path` (a PNG of the fronts,
+        `mmfusion.search.costs.plot_pareto`); with
         `"oneshot"` also `supernet` (what `search_oneshot` returns, its cost
         included).
 
@@ -553,10 +554,13 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
         "latency_ms": chosen["latency_ms"], "max_params": max_params, "trials": entries,
         "pareto": pareto,
         "results_path": os.path.join(directory, f"results_{oracle}.json"),
+        "pareto_path": os.path.join(directory, f"pareto_{oracle}.png"),
     }
     if supernet is not None:
         result["supernet"] = supernet
     write_json(result["results_path"], result)
+    plot_pareto(entries, objective.name, direction, chosen=chosen["trial_id"],
+                path=result["pareto_path"], title=f"{task.name}: {oracle} search")
     if verbose:
         print(f"best architecture{'' if max_params is None else f' (<= {max_params} params)'}: "
               f"{result['architecture']}")
@@ -571,7 +575,7 @@ def run_search(task, oracle="mfas", trials=10, directory="mmfusion-search", epoc
                 + (f"{e[cost]:d}" if cost == "params" else f"{e[cost]:.3f} ms")
                 + f" (id {e['trial_id']})" for e in front))
         print(f"best model (real branches + searched fusion): {path}; results: "
-              f"{result['results_path']}")
+              f"{result['results_path']}; Pareto fronts: {result['pareto_path']}")
     return result
 
 

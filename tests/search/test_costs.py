@@ -3,10 +3,11 @@
 import json
 
 import keras
+import matplotlib.image
 import numpy as np
 import pytest
 
-from mmfusion.search.costs import pareto_front
+from mmfusion.search.costs import pareto_front, plot_pareto
 from mmfusion.search.run import ParameterBudgetError, run_search
 from tests.search.test_objectives import tabular_task
 
@@ -43,6 +44,7 @@ def test_trials_record_costs_and_the_results_hold_the_fronts(tmp_path):
     result = search(task, tmp_path)
     with open(result["results_path"]) as f:
         assert json.load(f)["pareto"] == result["pareto"]
+    assert matplotlib.image.imread(result["pareto_path"]).shape[2] in (3, 4)
     trials = result["trials"]
     assert len(trials) == 3 and all(t["latency_ms"] > 0 for t in trials)
     assert len({t["params"] for t in trials}) > 1
@@ -73,3 +75,16 @@ def test_scores_equal_up_to_float32_noise_tie():
     scores = [0.8275, 0.8275 + 3e-8, 0.2]  # two means of float32 accuracies, equal exactly
     assert pareto_front(scores, [1.0, 2.0, 0.5]) == [2, 0]
     assert pareto_front(scores, [1.0, 2.0, 0.5], decimals=None) == [2, 0, 1]
+
+
+def test_the_figure_draws_every_trial_and_joins_the_front():
+    trials = [{"trial_id": str(i), "val_loss": loss, "params": p, "latency_ms": t}
+              for i, (loss, p, t) in enumerate([(0.5, 100, 2.0), (0.4, 300, 1.0),
+                                                (0.45, 200, 3.0), (0.6, 400, 4.0)])]
+    figure = plot_pareto(trials, "val_loss", direction="min", chosen="1")
+    by_params, by_latency = figure.axes
+    # Minimized: by params 0.5@100, 0.45@200, 0.4@300 (0.6@400 dominated); by latency 0.4@1.0 only.
+    assert by_params.lines[0].get_xydata().tolist() == [[100, 0.5], [200, 0.45], [300, 0.4]]
+    assert by_latency.lines[0].get_xydata().tolist() == [[1.0, 0.4]]
+    assert len(by_params.collections[0].get_offsets()) == 4  # every trial
+    assert by_latency.collections[1].get_offsets().tolist() == [[1.0, 0.4]]  # the exported one
