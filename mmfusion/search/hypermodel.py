@@ -292,10 +292,20 @@ class FusionTuner(keras_tuner.Tuner):
             for trial, hp in zip(trials, hps):
                 keras.utils.set_random_seed(self.trial_seed(trial))
                 models.append(self.hypermodel.build(hp))
+            # Each candidate's best epoch is kept in memory and written once
+            # after training (an unfinished trial is trained again anyway).
+            best = {}
+
+            def keep_best(i):
+                best[i] = models[i].get_weights()
+
             histories = self.hypermodel.fit_jointly(
-                hps, models, *fit_args, save_best=lambda i: save_weights(models[i], paths[i]),
+                hps, models, *fit_args, save_best=keep_best,
                 monitor=self.oracle.objective.name, mode=self.oracle.objective.direction,
                 **fit_kwargs)
+            for i, weights in best.items():
+                models[i].set_weights(weights)
+                save_weights(models[i], paths[i])
         except Exception as error:  # each trial then fails with it, as when run alone
             histories = [error] * len(trials)
         self._trained = {trial.trial_id: h for trial, h in zip(trials, histories)}
