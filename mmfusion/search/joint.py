@@ -105,15 +105,17 @@ def build_before_fit(model, x, y=None, batch_size=None):
     Args:
         model: a compiled `keras.Model`.
         x, y: the training data as `fit` takes it: arrays (any structure),
-            or a batched `tf.data.Dataset` of `(inputs, targets)` as `x`.
+            or a batched `tf.data.Dataset` of `(inputs, targets)` as `x`
+            (only its `element_spec` is read: nothing is drawn from it).
         batch_size: the batch size of array data (only its shape is used;
             default 32, as `fit`'s).
     """
     if is_dataset(x):
-        x, y = next(iter(x.take(1)))
+        x, y = x.element_spec
     else:
         rows = batch_size or 32
-        x, y = (keras.tree.map_structure(lambda a: a[:rows], d) for d in (x, y))
+        x, y = (None if d is None else keras.tree.map_structure(lambda a: a[:rows], d)
+                for d in (x, y))
     build_training_state(model, x, y)
 
 

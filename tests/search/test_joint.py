@@ -163,8 +163,11 @@ class CountingModel(keras.Model):
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                     reason="the second trace is TensorFlow's (variables made in the first)")
-def test_built_before_fit_the_training_step_is_traced_once():
+@pytest.mark.parametrize("as_dataset", [False, True])
+def test_built_before_fit_the_training_step_is_traced_once(as_dataset):
     # Without `build_before_fit`, Keras 3.15 on TensorFlow traces it twice.
+    import tensorflow as tf
+
     taps, y = features()
     x = pack(taps)
     inputs = {name: keras.Input((a.shape[1],), name=name) for name, a in x.items()}
@@ -172,7 +175,8 @@ def test_built_before_fit_the_training_step_is_traced_once():
     model = CountingModel(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    build_before_fit(model, x, y, batch_size=16)
+    data = (tf.data.Dataset.from_tensor_slices((x, y)).batch(16),) if as_dataset else (x, y)
+    build_before_fit(model, *data, batch_size=16)
     CountingModel.traces = 0
-    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    model.fit(*data, epochs=2, batch_size=None if as_dataset else 16, verbose=0)
     assert CountingModel.traces == 1
