@@ -109,6 +109,15 @@ def build_before_fit(model, x, y=None, batch_size=None):
             (only its `element_spec` is read: nothing is drawn from it).
         batch_size: the batch size of array data (only its shape is used;
             default 32, as `fit`'s).
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    >>> model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    >>> build_before_fit(model, np.zeros((40, 3), "float32"), np.zeros(40, "int32"), batch_size=8)
+    >>> model.optimizer.built
+    True
     """
     if is_dataset(x):
         x, y = x.element_spec
