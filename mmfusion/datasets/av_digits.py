@@ -138,7 +138,7 @@ def _split_images(labels, test_fraction, rng):
 
 
 def _degrade_images(images, degraded, occlusion, noise, clean_noise, rng):
-    n, size = images.shape[0], images.shape[1]
+    size = images.shape[1]
     out = images + clean_noise * rng.normal(size=images.shape)
     side = max(1, int(round(occlusion * size)))
     for i in np.flatnonzero(degraded):
